@@ -1,0 +1,42 @@
+"""One error hierarchy for everything evq raises on purpose; each docstring is the default text."""
+
+from __future__ import annotations
+
+
+class EvqError(Exception):
+    """An evq operation failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(EvqError):
+    """The store URL or a setting is invalid."""
+
+
+class StoreError(EvqError):
+    """The store cannot be opened or used."""
+
+
+class StoreBusy(StoreError):
+    """The store stayed locked by another process past the busy timeout."""
+
+
+class DecodeError(EvqError):
+    """A stored event or payload cannot be decoded by this version of evq."""
+
+
+class UnknownJob(EvqError):
+    """No job type is registered under this name."""
+
+
+class InvalidArguments(EvqError):
+    """The arguments do not match the job's fields."""
+
+
+class NotFound(EvqError):
+    """No such job."""
+
+
+class InvalidState(EvqError):
+    """The job is not in a state that allows this operation."""

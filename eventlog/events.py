@@ -1,0 +1,163 @@
+"""The event types: one frozen msgspec Struct per state change, in one tagged union.
+
+Each type's tag is its stable public name (``"JobDispatched"``...), never an import path, so a
+rename of a class cannot orphan stored events. Fields added later must have defaults, so that
+every event ever written stays decodable.
+
+The comment on each type names the transition it makes in the ``jobs`` projection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every event: which job it concerns and when it happened (unix seconds).
+
+    A job's id is the position (``seq``) of its ``JobDispatched`` event: ids are integers in
+    dispatch order. An event appended with ``job_id`` 0 takes its own position as ``job_id``.
+    """
+
+    ts: float
+    job_id: int = 0
+
+
+class JobDispatched(Event, tag="JobDispatched"):
+    """(none) -> pending: a new job; ``run_at`` later than ``ts`` makes it delayed."""
+
+    name: str
+    queue: str
+    payload: msgspec.Raw
+    priority: int = 0
+    run_at: float = 0.0
+    tries: int = 1
+    backoff: list[float] = []
+    timeout: float | None = None
+    chain_id: str | None = None
+    batch_id: str | None = None
+    unique_key: str | None = None
+    replay_of: str | None = None
+
+
+class JobLeased(Event, tag="JobLeased"):
+    """pending -> leased: ``worker`` holds lease number ``attempt`` until ``lease_expires``."""
+
+    worker: str
+    attempt: int
+    lease_expires: float
+
+
+class LeaseExtended(Event, tag="LeaseExtended"):
+    """leased/running -> same: a live worker's heartbeat moves the lease expiry."""
+
+    attempt: int
+    lease_expires: float
+
+
+class JobStarted(Event, tag="JobStarted"):
+    """leased -> running."""
+
+    attempt: int
+    worker: str = ""
+
+
+class JobSucceeded(Event, tag="JobSucceeded"):
+    """running -> succeeded; ``duration`` in seconds."""
+
+    attempt: int
+    duration: float
+    result: Any = None
+
+
+class JobFailed(Event, tag="JobFailed"):
+    """running -> running (error recorded); a retry or dead event follows in the same commit."""
+
+    attempt: int
+    error_type: str
+    message: str
+    traceback: str = ""
+    duration: float = 0.0
+
+
+class JobTimedOut(Event, tag="JobTimedOut"):
+    """running -> running (timeout recorded); a retry or dead event follows in the same commit."""
+
+    attempt: int
+    timeout: float
+
+
+class LeaseExpired(Event, tag="LeaseExpired"):
+    """leased/running -> (lost attempt recorded): the holder stopped extending its lease;
+    a retry or dead event follows in the same commit."""
+
+    attempt: int
+    worker: str = ""
+
+
+class JobRetryScheduled(Event, tag="JobRetryScheduled"):
+    """(failed attempt) -> pending, claimable from ``run_at``."""
+
+    attempt: int
+    run_at: float
+
+
+class JobDead(Event, tag="JobDead"):
+    """(failed attempt) -> failed: retries exhausted, ``failed()`` ran."""
+
+    attempt: int
+
+
+class LeaseReleased(Event, tag="LeaseReleased"):
+    """leased -> pending: a stopping worker gives back a job it had not started."""
+
+    attempt: int
+
+
+class JobCancelled(Event, tag="JobCancelled"):
+    """pending/leased -> cancelled."""
+
+    reason: str = ""
+
+
+class JobRequeued(Event, tag="JobRequeued"):
+    """failed/cancelled -> pending: an operator's retry; the failure count starts again."""
+
+    run_at: float = 0.0
+
+
+class JobPurged(Event, tag="JobPurged"):
+    """any finished state -> (row removed); the events stay in the log."""
+
+
+class QueueCleared(Event, tag="QueueCleared"):
+    """pending jobs of ``queue`` -> (rows removed); ``job_ids`` lists them."""
+
+    queue: str
+    job_ids: list[int] = []
+
+
+AnyEvent = (
+    JobDispatched
+    | JobLeased
+    | LeaseExtended
+    | JobStarted
+    | JobSucceeded
+    | JobFailed
+    | JobTimedOut
+    | LeaseExpired
+    | JobRetryScheduled
+    | JobDead
+    | LeaseReleased
+    | JobCancelled
+    | JobRequeued
+    | JobPurged
+    | QueueCleared
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    t.__struct_config__.tag: t  # type: ignore[misc]
+    for t in AnyEvent.__args__  # type: ignore[attr-defined]
+}

@@ -1,0 +1,216 @@
+"""The event log in SQLite: one ``events`` table, appended to inside ``BEGIN IMMEDIATE``.
+
+The same class serves ``memory://`` (an in-memory database: one process, no file) and
+``sqlite:///path`` (a file in WAL mode that many processes share). Tables of higher layers live in
+the same database and join its transactions through :meth:`SqliteLog.transaction`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from msgspec.structs import replace
+
+from .codec import Record, decode, encode
+from .errors import DecodeError, StoreBusy, StoreError
+from .events import Event
+
+SCHEMA_VERSION = 1
+
+EVENTS_DDL = """
+CREATE TABLE IF NOT EXISTS events (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,  -- position in the log, in commit order
+    ts     REAL NOT NULL,                      -- when the event happened (unix seconds)
+    type   TEXT NOT NULL,                      -- the event type, e.g. 'JobDispatched'
+    job_id INTEGER NOT NULL,
+    queue  TEXT,
+    body   TEXT NOT NULL                       -- the whole event as JSON
+);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+"""
+
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def translate(exc: sqlite3.Error, path: str) -> StoreError:
+    """A driver error as an evq error with a message a user can act on."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StoreBusy(f"{path}: database stayed locked past the busy timeout ({text})")
+    if "not a database" in text or "malformed" in text:
+        return StoreError(f"{path} is not a usable SQLite database ({text})")
+    if "unable to open" in text:
+        folder = os.path.dirname(os.path.abspath(path))
+        why = "its directory does not exist" if not os.path.isdir(folder) else text
+        return StoreError(f"cannot open {path}: {why}")
+    if "readonly" in text or "read-only" in text:
+        return StoreError(f"{path} is read-only ({text})")
+    if "disk is full" in text:
+        return StoreError(f"{path}: the disk is full; nothing was written ({text})")
+    return StoreError(f"{path}: {text}")
+
+
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements inside the open transaction (``executescript`` would
+    commit it first)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+class SqliteLog:
+    """An append-only log of events in a SQLite database, with one connection and its lock."""
+
+    def __init__(self, path: str, *, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
+                 readonly: bool = False) -> None:
+        self.path = path
+        self.memory = path == ":memory:"
+        self.lock = threading.RLock()
+        self._in_tx = False
+        self._on_commit: list[Callable[[], None]] = []
+        if not self.memory and not readonly:
+            folder = Path(path).resolve().parent
+            if not folder.is_dir():
+                raise StoreError(f"cannot open {path}: directory {folder} does not exist")
+        if readonly and not self.memory and not Path(path).exists():
+            raise StoreError(f"{path} does not exist")
+        if synchronous.upper() not in SYNCHRONOUS:
+            raise StoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        try:
+            target = f"file:{Path(path).resolve()}?mode=ro" if readonly else path
+            self.conn = sqlite3.connect(target, uri=readonly, isolation_level=None,
+                                        check_same_thread=False, timeout=busy_timeout)
+            self.conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            if readonly:
+                self.conn.execute("PRAGMA query_only=1")
+                self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            else:
+                self.conn.execute("PRAGMA journal_mode=WAL").fetchone()
+                self.conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self.conn.execute("PRAGMA cache_size=-32000")
+        except sqlite3.Error as exc:
+            raise translate(exc, path) from None
+
+    # -- transactions --------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that holds SQLite's write lock from its first statement.
+
+        Nested use joins the outer transaction. Listeners added with :meth:`on_commit` run after
+        the outermost commit.
+        """
+        with self.lock:
+            if self._in_tx:
+                yield self.conn
+                return
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from None
+            self._in_tx = True
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise translate(exc, self.path) from None
+                raise
+            finally:
+                self._in_tx = False
+        for listener in self._on_commit:
+            listener()
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after each write transaction of this process commits."""
+        self._on_commit.append(listener)
+
+    def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Run one read query under the connection's lock, with errors translated."""
+        with self.lock:
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from None
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def migrate(self, create_tables: Callable[[sqlite3.Connection], None]) -> None:
+        """Create the log and the tables of ``create_tables`` once; refuse newer schemas."""
+        version = self.read_rows("PRAGMA user_version")[0][0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema version {version}; this evq knows "
+                             f"{SCHEMA_VERSION}: upgrade evq")
+        if version == SCHEMA_VERSION:
+            return
+        with self.transaction() as conn:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+            run_script(conn, EVENTS_DDL)
+            create_tables(conn)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # -- the log -------------------------------------------------------------------------------
+
+    def append(self, events: Sequence[Event], queues: Sequence[str | None]) -> list[Record]:
+        """Append events (inside :meth:`transaction`); returns them as stored, with their
+        positions, an event with ``job_id`` 0 having taken its position as its job id."""
+        got = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        seq = got[0] if got else 0
+        records, rows = [], []
+        for e, q in zip(events, queues, strict=True):
+            seq += 1
+            if not e.job_id:
+                e = replace(e, job_id=seq)
+            records.append(Record(seq, e))
+            rows.append((seq, e.ts, e.__struct_config__.tag, e.job_id, q, encode(e).decode()))
+        self.conn.executemany("INSERT INTO events(seq, ts, type, job_id, queue, body) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        return records
+
+    def read(self, *, since: int = 0, until: int | None = None, job_id: str | None = None,
+             since_ts: float | None = None, until_ts: float | None = None,
+             types: Sequence[str] = (), queue: str | None = None, limit: int | None = None,
+             chunk: int = 10_000) -> Iterator[Record]:
+        """Events in log order after position ``since``, filtered; read in chunks."""
+        where, params = ["seq > ?"], [since]
+        for clause, value in (("seq <= ?", until), ("job_id = ?", job_id),
+                              ("ts >= ?", since_ts), ("ts <= ?", until_ts),
+                              ("queue = ?", queue)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        if types:
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            params.extend(types)
+        left = limit
+        while left is None or left > 0:
+            n = chunk if left is None else min(chunk, left)
+            rows = self.read_rows(f"SELECT seq, body FROM events WHERE {' AND '.join(where)} "
+                                  f"ORDER BY seq LIMIT {n}", params)
+            for seq, body in rows:
+                try:
+                    yield Record(seq, decode(body))  # type: ignore[arg-type]
+                except DecodeError as exc:
+                    raise DecodeError(f"event at seq {seq}: {exc}") from None
+            if len(rows) < n:
+                return
+            params[0] = rows[-1][0]
+            if left is not None:
+                left -= len(rows)
+
+    def last_seq(self) -> int:
+        """The position of the newest event (0 for an empty log)."""
+        return self.read_rows("SELECT coalesce(max(seq), 0) FROM events")[0][0]
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()

@@ -1,0 +1,53 @@
+"""evq: a background-job queue for Python, event-sourced on an append-only log.
+
+    import evq
+
+    class SendEmail(evq.Job):
+        queue = "emails"
+        tries = 3
+        to: str
+
+        def handle(self) -> None: ...
+
+    q = evq.connect()                      # EVQ_URL, else sqlite:///evq.db
+    job_id = q.dispatch(SendEmail(to="a@b.c"), delay=60)
+    q.history(job_id)                      # every event of the job
+"""
+
+from evq.eventlog.errors import (
+    ConfigError,
+    DecodeError,
+    EvqError,
+    InvalidArguments,
+    InvalidState,
+    NotFound,
+    StoreBusy,
+    StoreError,
+    UnknownJob,
+)
+from evq.projections.model import JobRow
+from evq.workers.worker import Worker
+
+from .api import Queue, connect, default_queue, use
+from .jobs import FunctionJob, Job, job
+
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "EvqError",
+    "FunctionJob",
+    "InvalidArguments",
+    "InvalidState",
+    "Job",
+    "JobRow",
+    "NotFound",
+    "Queue",
+    "StoreBusy",
+    "StoreError",
+    "UnknownJob",
+    "Worker",
+    "connect",
+    "default_queue",
+    "job",
+    "use",
+]

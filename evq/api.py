@@ -1,0 +1,309 @@
+"""The queue object that ``evq.connect()`` returns: dispatch, inspect and operate on jobs."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from evq.eventlog.codec import Record
+from evq.eventlog.errors import InvalidArguments, InvalidState, NotFound
+from evq.eventlog.events import (
+    Event,
+    JobCancelled,
+    JobDispatched,
+    JobPurged,
+    JobRequeued,
+    QueueCleared,
+)
+from evq.projections.model import CANCELLED, FAILED, FINISHED, PENDING, JobRow
+from evq.projections.store import Store, open_store
+from evq.workers import registry
+from evq.workers.retry import backoff_schedule
+from evq.workers.worker import Worker
+
+from .jobs import Job, validated_payload
+
+DEFAULT_URL = "sqlite:///evq.db"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The store URL to use: ``url``, else ``EVQ_URL``, else ``sqlite:///evq.db``."""
+    return url or os.environ.get("EVQ_URL") or DEFAULT_URL
+
+
+def connect(url: str | None = None) -> Queue:
+    """Open the queue at ``url`` (default: ``EVQ_URL``, else the SQLite file ``evq.db``)."""
+    return Queue(open_store(resolve_url(url)))
+
+
+_default: Queue | None = None
+_default_lock = threading.Lock()
+
+
+def default_queue() -> Queue:
+    """The queue ``Job.dispatch()`` uses: set by :func:`use`, else ``connect()`` on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = connect()
+        return _default
+
+
+def use(queue: Any) -> Any:
+    """Make ``queue`` the default connection (returns the previous one)."""
+    global _default
+    with _default_lock:
+        previous, _default = _default, queue
+    return previous
+
+
+class Queue:
+    """A connection to one store: dispatch jobs, read their state and history, run workers."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    def __repr__(self) -> str:
+        return f"<evq.Queue {self.url}>"
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def dispatch(self, job: Job, *, delay: float | timedelta | None = None,
+                 at: datetime | float | None = None, queue: str | None = None,
+                 priority: int | None = None) -> int:
+        """Queue ``job``; returns its id. ``delay`` (seconds) or ``at`` (a time) defer it."""
+        event = self._dispatched(job, time.time(), delay, at, queue, priority)
+        return self.store.append([event])[0].seq
+
+    def dispatch_many(self, jobs: Iterable[Job], *, delay: float | timedelta | None = None,
+                      at: datetime | float | None = None, queue: str | None = None,
+                      priority: int | None = None) -> list[int]:
+        """Queue many jobs in one transaction: all of them or none. Returns their ids."""
+        now = time.time()
+        events = [self._dispatched(j, now, delay, at, queue, priority) for j in jobs]
+        return [r.seq for r in self.store.append(events)] if events else []
+
+    def dispatch_if(self, condition: Any, job: Job, **options: Any) -> int | None:
+        """Dispatch only if ``condition`` is true."""
+        return self.dispatch(job, **options) if condition else None
+
+    def dispatch_unless(self, condition: Any, job: Job, **options: Any) -> int | None:
+        """Dispatch only if ``condition`` is false."""
+        return self.dispatch(job, **options) if not condition else None
+
+    def dispatch_sync(self, job: Job) -> Any:
+        """Run ``job`` here and now, without the queue (as Laravel's ``dispatchSync``)."""
+        from evq.workers.execute import AsyncRunner
+
+        validated_payload(job)
+        result = job.handle()
+        if hasattr(result, "__await__"):
+            runner = AsyncRunner()
+            try:
+                return runner.run(result, type(job).timeout)
+            finally:
+                runner.close()
+        return result
+
+    def dispatch_json(self, name: str, arguments: bytes | str, **options: Any) -> int:
+        """Dispatch the job registered as ``name`` with arguments given as a JSON object."""
+        cls = registry.lookup(name)
+        try:
+            job = msgspec.json.decode(arguments, type=cls)
+        except msgspec.DecodeError as exc:
+            raise InvalidArguments(f"{name}: invalid arguments: {exc}") from None
+        return self.dispatch(job, **options)
+
+    def _dispatched(self, job: Job, now: float, delay: float | timedelta | None,
+                    at: datetime | float | None, queue: str | None,
+                    priority: int | None) -> JobDispatched:
+        cls = type(job)
+        if not isinstance(job, Job):
+            raise InvalidArguments(f"{job!r} is not an evq.Job: call .make(...) on a function "
+                                   "job, or subclass evq.Job")
+        return JobDispatched(
+            ts=now, name=cls.job_name, queue=queue or cls.queue,
+            payload=msgspec.Raw(validated_payload(job)),
+            priority=cls.priority if priority is None else priority,
+            run_at=run_at(now, delay, at), tries=cls.tries,
+            backoff=backoff_schedule(cls.backoff, cls.tries, cls.backoff_base),
+            timeout=cls.timeout)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def job(self, job_id: int) -> JobRow:
+        """The current state of one job."""
+        row = self.store.tables.get(job_id)
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return row
+
+    def history(self, job_id: int) -> list[Record]:
+        """Every event of one job, in log order: its audit trail."""
+        events = list(self.store.log.read(job_id=job_id))
+        if not events:
+            raise NotFound(f"no job {job_id!r}")
+        return events
+
+    def events(self, **filters: Any) -> Iterator[Record]:
+        """The log in order; filters as :meth:`evq.eventlog.sqlite.SqliteLog.read`."""
+        return self.store.log.read(**filters)
+
+    def jobs(self, state: str | None = None, *, queue: str | None = None,
+             name: str | None = None, limit: int = 100) -> list[JobRow]:
+        """Jobs in one state (``pending``: ready now; ``delayed``; ``running``: leased or
+        running; ``succeeded``, ``failed``, ``cancelled``), oldest first."""
+        now = time.time()
+        filters: dict[str, Any] = {"queue": queue, "name": name, "limit": limit}
+        match state:
+            case None:
+                pass
+            case "pending":
+                filters.update(states=[PENDING], due_before=now)
+            case "delayed":
+                filters.update(states=[PENDING], due_after=now)
+            case "running":
+                filters.update(states=["leased", "running"])
+            case "succeeded" | "failed" | "cancelled":
+                filters.update(states=[state])
+            case _:
+                raise InvalidArguments(f"unknown state {state!r}: use pending, delayed, "
+                                       "running, succeeded, failed or cancelled")
+        return self.store.tables.find(**filters)
+
+    def size(self, queue: str = "default") -> int:
+        """Jobs waiting in ``queue``: ready and delayed, not yet claimed."""
+        return sum(c.pending for c in self.store.tables.queue_counts() if c.queue == queue)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per queue and state, and per job type: outcomes, retries, wait and run times."""
+        now = time.time()
+        delayed = self.store.tables.delayed_counts(now)
+        queues = {}
+        for c in self.store.tables.queue_counts():
+            counts = msgspec.structs.asdict(c)
+            del counts["queue"]
+            counts["delayed"] = delayed.get(c.queue, 0)
+            counts["pending"] -= counts["delayed"]
+            queues[c.queue] = counts
+        types = {}
+        for t in self.store.tables.type_stats():
+            entry = msgspec.structs.asdict(t)
+            del entry["name"]
+            attempts = t.succeeded + t.failures
+            entry["failure_rate"] = t.failures / attempts if attempts else 0.0
+            entry["avg_duration"] = t.total_duration / t.succeeded if t.succeeded else None
+            entry["avg_wait"] = t.total_wait / t.started if t.started else None
+            for column in ("duration", "wait"):
+                samples = self.store.tables.samples(t.name, column)
+                for p in (50, 95, 99):
+                    entry[f"{column}_p{p}"] = percentile(samples, p)
+            types[t.name] = entry
+        return {"url": self.url, "last_seq": self.store.log.last_seq(), "queues": queues,
+                "job_types": types}
+
+    # -- operating -----------------------------------------------------------------------------
+
+    def clear(self, queue: str) -> int:
+        """Remove every pending (ready or delayed) job of ``queue``; returns how many."""
+        with self.store.log.transaction():
+            ids = self.store.tables.pending_ids(queue)
+            if ids:
+                self.store.append([QueueCleared(ts=time.time(), queue=queue, job_ids=ids)])
+        return len(ids)
+
+    def retry(self, job_id: int) -> JobRow:
+        """Queue a failed (or cancelled) job again: ``JobRequeued``, attempts start over."""
+        now = time.time()
+        return self._operate(job_id, (FAILED, CANCELLED), "retry",
+                             lambda r: [JobRequeued(job_id=r.id, ts=now)])
+
+    def retry_all(self, queue: str | None = None) -> int:
+        """Queue every failed job (of ``queue``) again; returns how many."""
+        now = time.time()
+        return len(self.store.transact(
+            lambda t: t.find(states=[FAILED], queue=queue, limit=10**9),
+            lambda r: [JobRequeued(job_id=r.id, ts=now)]))
+
+    def cancel(self, job_id: int, reason: str = "") -> JobRow:
+        """Cancel a job that has not been claimed yet."""
+        now = time.time()
+        return self._operate(job_id, (PENDING,), "cancel",
+                             lambda r: [JobCancelled(job_id=r.id, ts=now, reason=reason)])
+
+    def forget(self, job_id: int) -> None:
+        """Remove a finished job from the projections (``JobPurged``; its events stay)."""
+        now = time.time()
+        self._operate(job_id, FINISHED, "delete",
+                      lambda r: [JobPurged(job_id=r.id, ts=now)])
+
+    def flush_failed(self) -> int:
+        """Remove every failed job from the projections; returns how many."""
+        now = time.time()
+        return len(self.store.transact(lambda t: t.find(states=[FAILED], limit=10**9),
+                                       lambda r: [JobPurged(job_id=r.id, ts=now)]))
+
+    def _operate(self, job_id: int, allowed: Sequence[str], verb: str,
+                 decide: Any) -> JobRow:
+        seen: list[JobRow] = []
+
+        def select(tables: Any) -> list[JobRow]:
+            row = tables.get(job_id)
+            seen.extend([row] if row else [])
+            return [row] if row is not None and row.state in allowed else []
+
+        rows = self.store.transact(select, decide)
+        if not seen:
+            raise NotFound(f"no job {job_id!r}")
+        if not rows:
+            raise InvalidState(f"cannot {verb} job {job_id}: it is {seen[0].state}")
+        return rows[0]
+
+    def append(self, events: Sequence[Event]) -> list[int]:
+        """Append raw events (for tools and tests); returns their positions."""
+        return self.store.append(events)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker on this queue's store; see :class:`evq.workers.worker.Worker`."""
+        return Worker(self.store, **options)
+
+
+def run_at(now: float, delay: float | timedelta | None, at: datetime | float | None) -> float:
+    """When a job dispatched at ``now`` becomes ready."""
+    if delay is not None and at is not None:
+        raise InvalidArguments("give delay or at, not both")
+    if isinstance(delay, timedelta):
+        delay = delay.total_seconds()
+    if delay is not None:
+        if not isinstance(delay, int | float) or math.isnan(delay) or delay < 0:
+            raise InvalidArguments(f"delay must be a non-negative number of seconds, not {delay!r}")
+        return now + delay
+    if isinstance(at, datetime):
+        return at.timestamp()
+    if at is not None:
+        return float(at)
+    return now
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float | None:
+    """The ``p``-th percentile (nearest rank) of already sorted values."""
+    if not sorted_values:
+        return None
+    k = max(0, math.ceil(p / 100 * len(sorted_values)) - 1)
+    return sorted_values[k]

@@ -1,0 +1,122 @@
+"""Job types: ``evq.Job`` subclasses (typed arguments as msgspec fields) and ``@evq.job``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import msgspec
+
+from evq.eventlog.errors import InvalidArguments
+from evq.workers import registry
+from evq.workers.retry import BackoffSpec
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """Base of every job type. Fields are the job's typed arguments; class attributes configure
+    it: ``queue``, ``tries`` (total attempts), ``backoff``, ``timeout`` (seconds or None),
+    ``priority`` (higher first) and ``job_name`` (defaults to the class name)."""
+
+    job_name: ClassVar[str] = ""
+    queue: ClassVar[str] = "default"
+    tries: ClassVar[int] = 1
+    backoff: ClassVar[BackoffSpec] = 0
+    backoff_base: ClassVar[float] = 1.0
+    timeout: ClassVar[float | None] = None
+    priority: ClassVar[int] = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "job_name" not in cls.__dict__:
+            cls.job_name = cls.__name__
+        registry.register(cls.job_name, cls)
+
+    def handle(self) -> Any:
+        """The work. May be ``async def``. Its return value is kept as the job's result."""
+        raise NotImplementedError(f"{type(self).__name__} must define handle()")
+
+    def failed(self, error: BaseException) -> None:
+        """Called once the last attempt has failed."""
+
+    def timed_out(self) -> None:
+        """Called when an attempt runs past ``timeout``."""
+
+    def dispatch(self, *, delay: float | timedelta | None = None,
+                 at: datetime | float | None = None, queue: str | None = None,
+                 priority: int | None = None) -> int:
+        """Dispatch on the default connection (``evq.connect()``); returns the job id."""
+        from evq.api import default_queue
+
+        return default_queue().dispatch(self, delay=delay, at=at, queue=queue,
+                                        priority=priority)
+
+
+def validated_payload(job: Job) -> bytes:
+    """The job's arguments as JSON, checked against its field types."""
+    cls = type(job)
+    try:
+        payload = msgspec.json.encode(job)
+        msgspec.json.decode(payload, type=cls)
+    except (msgspec.ValidationError, TypeError) as exc:
+        raise InvalidArguments(f"{cls.job_name}: invalid arguments: {exc}") from None
+    return payload
+
+
+def job(_fn: Callable[..., Any] | None = None, *, name: str | None = None,
+        queue: str = "default", tries: int = 1, backoff: BackoffSpec = 0,
+        backoff_base: float = 1.0, timeout: float | None = None, priority: int = 0) -> Any:
+    """Make a plain function a job type: ``fn.dispatch(*args, **kw)`` queues a call to it.
+
+    The function's annotated parameters become the job's typed fields; calling the function
+    directly still runs it in place.
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Any:
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+        for p in inspect.signature(fn).parameters.values():
+            kind = Any if p.annotation is inspect.Parameter.empty else p.annotation
+            if p.default is inspect.Parameter.empty:
+                fields.append((p.name, kind))
+            else:
+                fields.append((p.name, kind, p.default))
+        is_async = inspect.iscoroutinefunction(fn)
+
+        def handle(self: Job) -> Any:
+            return fn(**msgspec.structs.asdict(self))
+
+        async def ahandle(self: Job) -> Any:
+            return await fn(**msgspec.structs.asdict(self))
+
+        cls = msgspec.defstruct(
+            fn.__name__, fields, bases=(Job,), kw_only=True, module=fn.__module__,
+            namespace={"job_name": name or fn.__name__, "queue": queue, "tries": tries,
+                       "backoff": backoff, "backoff_base": backoff_base, "timeout": timeout,
+                       "priority": priority, "handle": ahandle if is_async else handle,
+                       "__qualname__": fn.__qualname__})
+        return FunctionJob(fn, cls)
+
+    return wrap(_fn) if _fn is not None else wrap
+
+
+class FunctionJob:
+    """A function made a job by ``@evq.job``: call it to run it here, ``dispatch`` to queue it."""
+
+    def __init__(self, fn: Callable[..., Any], job_type: type[Job]) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.job_type = job_type
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def make(self, *args: Any, **kwargs: Any) -> Job:
+        """The job instance for a call with these arguments."""
+        bound = inspect.signature(self.fn).bind(*args, **kwargs)
+        return self.job_type(**bound.arguments)
+
+    def dispatch(self, *args: Any, **kwargs: Any) -> int:
+        """Queue a call on the default connection; returns the job id."""
+        return self.make(*args, **kwargs).dispatch()

@@ -1,0 +1,172 @@
+"""The state transitions: the only place that says what each event does to the projections.
+
+``apply(row, event, seq)`` is pure: the job's row before (or None) and one event give the row after
+(or None when the row is removed). An event that does not fit the row's state, such as an outcome
+reported under a stale lease (its ``attempt`` is not the row's), returns the row unchanged: it stays
+in the log as a record, but changes nothing. The live path (append) and the replay path (rebuild)
+both go through here, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import msgspec
+from msgspec.structs import replace
+
+from evq.eventlog.events import (
+    Event,
+    JobCancelled,
+    JobDead,
+    JobDispatched,
+    JobFailed,
+    JobLeased,
+    JobPurged,
+    JobRequeued,
+    JobRetryScheduled,
+    JobStarted,
+    JobSucceeded,
+    JobTimedOut,
+    LeaseExpired,
+    LeaseExtended,
+    LeaseReleased,
+    QueueCleared,
+)
+
+from .model import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    HELD,
+    LEASED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    JobRow,
+)
+
+
+def json_text(value: object) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def targets(event: Event) -> list[int]:
+    """The ids of the jobs whose rows an event may change."""
+    if isinstance(event, QueueCleared):
+        return event.job_ids
+    return [event.job_id]
+
+
+def apply(row: JobRow | None, event: Event, seq: int) -> JobRow | None:
+    """The row after ``event`` (at log position ``seq``); ``row`` itself if nothing changes."""
+    if row is None:
+        if isinstance(event, JobDispatched):
+            return _dispatched(event, seq)
+        return None
+    new = _transition(row, event)
+    if new is None:
+        return row
+    return None if new is _REMOVED else replace(new, last_seq=seq)
+
+
+_REMOVED = JobRow(0, "", "", "", 0, 0.0, "", 0, "", None, 0.0)
+
+
+def _dispatched(e: JobDispatched, seq: int) -> JobRow:
+    backoff = "[" + ",".join(repr(float(b)) for b in e.backoff) + "]"
+    return JobRow(
+        id=e.job_id, name=e.name, queue=e.queue, state=PENDING, priority=e.priority,
+        run_at=e.run_at or e.ts, payload=bytes(e.payload).decode(), tries=e.tries,
+        backoff=backoff, timeout=e.timeout, dispatched_at=e.ts, chain_id=e.chain_id,
+        batch_id=e.batch_id, unique_key=e.unique_key, replay_of=e.replay_of, last_seq=seq,
+    )
+
+
+def _transition(row: JobRow, event: Event) -> JobRow | None:
+    """The changed row, ``_REMOVED``, or None for no change."""
+    held = row.state in HELD and getattr(event, "attempt", None) == row.attempt
+    match event:
+        case JobLeased() if row.state == PENDING and event.attempt == row.attempt + 1:
+            return replace(row, state=LEASED, attempt=event.attempt, worker=event.worker,
+                           lease_expires=event.lease_expires)
+        case LeaseExtended() if held:
+            return replace(row, lease_expires=event.lease_expires)
+        case JobStarted() if held and row.state == LEASED:
+            return replace(row, state=RUNNING, started_at=event.ts,
+                           wait=max(0.0, event.ts - row.run_at), finished_at=None)
+        case JobSucceeded() if held and row.state == RUNNING:
+            result = None if event.result is None else json_text(event.result)
+            return replace(row, state=SUCCEEDED, finished_at=event.ts, duration=event.duration,
+                           result=result, lease_expires=None)
+        case JobFailed() if held:
+            return replace(row, failures=row.failures + 1, error_type=event.error_type,
+                           error=event.message, traceback=event.traceback,
+                           duration=event.duration)
+        case JobTimedOut() if held:
+            return replace(row, failures=row.failures + 1, error_type="TimeoutError",
+                           error=f"timed out after {event.timeout:g}s", traceback=None,
+                           duration=event.timeout)
+        case LeaseExpired() if held:
+            return replace(row, failures=row.failures + 1, error_type="WorkerLost",
+                           error=f"worker {row.worker} stopped renewing its lease",
+                           traceback=None)
+        case JobRetryScheduled() if held:
+            return replace(row, state=PENDING, run_at=event.run_at, worker=None,
+                           lease_expires=None)
+        case JobDead() if held:
+            return replace(row, state=FAILED, finished_at=event.ts, lease_expires=None)
+        case LeaseReleased() if held and row.state == LEASED:
+            return replace(row, state=PENDING, worker=None, lease_expires=None)
+        case JobCancelled() if row.state == PENDING:
+            return replace(row, state=CANCELLED, finished_at=event.ts, error=event.reason or None)
+        case JobRequeued() if row.state in (FAILED, CANCELLED):
+            return replace(row, state=PENDING, run_at=event.run_at or event.ts, failures=0,
+                           worker=None, finished_at=None)
+        case JobPurged() if row.state in FINISHED:
+            return _REMOVED
+        case QueueCleared() if row.state == PENDING and row.queue == event.queue:
+            return _REMOVED
+    return None
+
+
+class Deltas:
+    """Increments of the counter tables, gathered over the events of one transaction."""
+
+    def __init__(self) -> None:
+        self.queues: defaultdict[str, defaultdict[str, int]] = defaultdict(
+            lambda: defaultdict(int))
+        self.types: defaultdict[str, defaultdict[str, float]] = defaultdict(
+            lambda: defaultdict(float))
+
+    def add(self, old: JobRow | None, new: JobRow | None, event: Event) -> None:
+        """Count the effect of one applied event (``new is old``: it changed nothing)."""
+        if new is old:
+            return
+        if old is not None and (new is None or old.state != new.state):
+            self.queues[old.queue][old.state] -= 1
+        if new is not None and (old is None or old.state != new.state):
+            self.queues[new.queue][new.state] += 1
+        row = new or old
+        assert row is not None
+        t = self.types[row.name]
+        match event:
+            case JobDispatched():
+                t["dispatched"] += 1
+            case JobStarted():
+                t["started"] += 1
+                t["total_wait"] += row.wait or 0.0
+            case JobSucceeded():
+                t["succeeded"] += 1
+                t["total_duration"] += event.duration
+            case JobTimedOut():
+                t["failures"] += 1
+                t["timed_out"] += 1
+            case JobFailed() | LeaseExpired():
+                t["failures"] += 1
+            case JobRetryScheduled():
+                t["retried"] += 1
+            case JobDead():
+                t["dead"] += 1
+
+    def __bool__(self) -> bool:
+        return bool(self.queues or self.types)

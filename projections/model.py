@@ -1,0 +1,82 @@
+"""The rows of the projection tables: one struct per table, the columns in field order."""
+
+from __future__ import annotations
+
+import msgspec
+
+# Job states in the ``jobs`` table. "delayed" is not a state of its own: it is a pending job whose
+# run_at lies in the future, so it becomes ready by the passing of time without an event.
+PENDING = "pending"
+LEASED = "leased"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+STATES = (PENDING, LEASED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+HELD = (LEASED, RUNNING)  # states in which a worker holds a lease
+FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+
+class JobRow(msgspec.Struct, frozen=True):
+    """One job's current state, as the ``jobs`` table stores it."""
+
+    id: int  # the seq of the job's JobDispatched event
+    name: str
+    queue: str
+    state: str
+    priority: int
+    run_at: float
+    payload: str  # the job's arguments as a JSON object
+    tries: int
+    backoff: str  # JSON list of seconds
+    timeout: float | None
+    dispatched_at: float
+    attempt: int = 0  # number of the latest lease: the fencing token
+    failures: int = 0  # failed attempts since dispatch or the last requeue
+    worker: str | None = None
+    lease_expires: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    wait: float | None = None  # seconds from run_at to the start of the latest attempt
+    duration: float | None = None  # seconds the latest attempt ran
+    error_type: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    result: str | None = None
+    chain_id: str | None = None
+    batch_id: str | None = None
+    unique_key: str | None = None
+    replay_of: str | None = None
+    last_seq: int = 0
+
+
+class QueueCounts(msgspec.Struct):
+    """The ``queue_stats`` table: how many jobs of one queue are in each state."""
+
+    queue: str
+    pending: int = 0
+    leased: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+class JobTypeStats(msgspec.Struct):
+    """The ``job_type_stats`` table: running totals per job name."""
+
+    name: str
+    dispatched: int = 0
+    started: int = 0
+    succeeded: int = 0
+    failures: int = 0  # failed attempts, timeouts and lost workers included
+    timed_out: int = 0
+    retried: int = 0
+    dead: int = 0
+    total_duration: float = 0.0  # of successful attempts
+    total_wait: float = 0.0  # over all starts
+
+
+JOB_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobRow))
+QUEUE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(QueueCounts))
+TYPE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobTypeStats))

@@ -1,0 +1,202 @@
+"""The store: the log and its projections, written together in one transaction.
+
+Every write goes through :meth:`Store.transact`: inside one write transaction it selects rows,
+lets the caller decide the events for them, appends those events and applies them to the
+projections. Claims, outcomes, lease expiry and operator commands are all that one primitive, so
+the checks they make and the events they append can never be split by another writer.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from evq.eventlog.codec import Record
+from evq.eventlog.errors import ConfigError
+from evq.eventlog.events import Event
+from evq.eventlog.sqlite import SqliteLog
+
+from .apply import Deltas, apply, targets
+from .model import JobRow
+from .tables import SqliteTables
+
+Select = Callable[[SqliteTables], Iterable[JobRow]]
+Decide = Callable[[JobRow], Sequence[Event]]
+
+
+class Store:
+    """An event log with its projection tables; opened by :func:`open_store`."""
+
+    def __init__(self, log: SqliteLog, url: str) -> None:
+        self.log = log
+        self.url = url
+        self.tables = SqliteTables(log)
+        log.migrate(SqliteTables.create)
+        self.changed = threading.Condition()
+        self._version = 0
+        log.on_commit(self._notify)
+
+    @property
+    def path(self) -> str | None:
+        """The database file, or None for an in-memory store."""
+        return None if self.log.memory else self.log.path
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def append(self, events: Sequence[Event]) -> list[Record]:
+        """Append events and apply them to the projections, atomically; returns them as stored
+        (an event appended with ``job_id`` 0 has taken its ``seq`` as its job id)."""
+        with self.log.transaction():
+            return self._record(events, {})
+
+    def transact(self, select: Select, decide: Decide) -> list[JobRow]:
+        """In one transaction: pick rows, append the events ``decide`` returns for each, apply
+        them. Returns the picked rows as they are afterwards (in pick order)."""
+        with self.log.transaction():
+            picked = list(select(self.tables))
+            if not picked:
+                return []
+            rows = {r.id: r for r in picked}
+            events = [e for r in picked for e in decide(r)]
+            if events:
+                self._record(events, rows)
+            return [rows.get(r.id, r) for r in picked]
+
+    def _record(self, events: Sequence[Event], rows: dict[int, JobRow]) -> list[Record]:
+        missing = {i for e in events for i in targets(e)} - rows.keys()
+        if missing:
+            rows.update(self.tables.load(missing))
+        queues = [getattr(e, "queue", None) or (rows[e.job_id].queue if e.job_id in rows
+                                                else None) for e in events]
+        records = self.log.append(events, queues)
+        deltas = Deltas()
+        changed, removed = _apply_all(records, rows, deltas)
+        self.tables.save(changed.values(), removed)
+        self.tables.bump(deltas)
+        return records
+
+    # -- replay --------------------------------------------------------------------------------
+
+    def rebuild(self, *, into: Store | None = None, until: int | None = None,
+                progress: Callable[[int], None] | None = None) -> int:
+        """Throw the projections of ``into`` (default: this store) away and derive them again
+        from this log, up to position ``until``. Returns the number of events applied."""
+        target = into or self
+        rows: dict[int, JobRow] = {}
+        deltas = Deltas()
+        count = 0
+
+        def records() -> Iterable[Record]:
+            nonlocal count
+            for rec in self.log.read(until=until):
+                count += 1
+                if progress and count % 10_000 == 0:
+                    progress(count)
+                yield rec
+
+        with target.log.transaction():
+            _apply_all(records(), rows, deltas)
+            target.tables.reset()
+            target.tables.save(rows.values(), ())
+            target.tables.bump(deltas)
+        return count
+
+    def verify(self) -> list[str]:
+        """Rebuild the projections aside (in memory) and list every difference from the live
+        ones; holds the write lock meanwhile so that both see the same log."""
+        aside = Store(SqliteLog(":memory:"), "memory://")
+        with self.log.transaction():
+            self.rebuild(into=aside)
+            return self.differences(aside)
+
+    def differences(self, other: Store) -> list[str]:
+        """Every difference between this store's projections and ``other``'s."""
+        mine, theirs = self.tables.dump(), other.tables.dump()
+        out: list[str] = []
+        for label, a, b, key in (("job", mine[0], theirs[0], "id"),
+                                 ("queue_stats", _nonzero(mine[1]), _nonzero(theirs[1]), "queue"),
+                                 ("job_type_stats", mine[2], theirs[2], "name")):
+            left = {getattr(r, key): r for r in a}
+            right = {getattr(r, key): r for r in b}
+            for k in sorted(left.keys() | right.keys()):
+                x, y = left.get(k), right.get(k)
+                if x is None or y is None:
+                    out.append(f"{label} {k}: only in {'rebuild' if x is None else 'live'}")
+                    continue
+                for field in x.__struct_fields__:
+                    u, v = getattr(x, field), getattr(y, field)
+                    if u != v and not (isinstance(u, float) and isinstance(v, float)
+                                       and math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-9)):
+                        out.append(f"{label} {k}: {field} is {u!r} live, {v!r} rebuilt")
+        return out
+
+    # -- change notification -------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        with self.changed:
+            self._version += 1
+            self.changed.notify_all()
+
+    @property
+    def version(self) -> int:
+        """Counts the write transactions this process committed on this store."""
+        return self._version
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def _apply_all(records: Iterable[Record], rows: dict[int, JobRow],
+               deltas: Deltas) -> tuple[dict[int, JobRow], set[int]]:
+    """Apply events in order to ``rows`` (updated in place); returns what changed."""
+    changed: dict[int, JobRow] = {}
+    removed: set[int] = set()
+    for record in records:
+        event = record.event
+        for job_id in targets(event):
+            old = rows.get(job_id)
+            new = apply(old, event, record.seq)
+            if new is old:
+                continue
+            deltas.add(old, new, event)
+            if new is None:
+                del rows[job_id]
+                changed.pop(job_id, None)
+                removed.add(job_id)
+            else:
+                rows[job_id] = changed[job_id] = new
+                removed.discard(job_id)
+    return changed, removed
+
+
+def _nonzero(counts: list[Any]) -> list[Any]:
+    return [c for c in counts if any(getattr(c, f) for f in c.__struct_fields__[1:])]
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names: ``sqlite:///path`` (``?synchronous=FULL``), ``memory://``,
+    or a plain file path."""
+    if "://" not in url:
+        url = "sqlite:///" + url
+    parts = urlsplit(url)
+    options = dict(parse_qsl(parts.query))
+    if parts.scheme == "memory":
+        return Store(SqliteLog(":memory:"), url)
+    if parts.scheme == "sqlite":
+        path = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise ConfigError(f"{url!r}: a SQLite URL needs a path, as in sqlite:///evq.db")
+        unknown = options.keys() - {"synchronous", "busy_timeout"}
+        if unknown:
+            raise ConfigError(f"{url!r}: unknown option {', '.join(sorted(unknown))}")
+        try:
+            busy = float(options.get("busy_timeout", 5.0))
+        except ValueError:
+            raise ConfigError(f"{url!r}: busy_timeout must be a number of seconds") from None
+        return Store(SqliteLog(path, synchronous=options.get("synchronous", "NORMAL"),
+                               busy_timeout=busy), url)
+    raise ConfigError(f"unknown store URL scheme {parts.scheme!r} in {url!r}: "
+                      "use sqlite:///path/to/evq.db or memory://")

@@ -1,0 +1,136 @@
+"""Running one claimed job: decode its arguments, call ``handle()``, and say what happened as
+events. Nothing a job does (raise, ``sys.exit``, return garbage) escapes from here."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import msgspec
+
+from evq.eventlog.errors import DecodeError, UnknownJob
+from evq.eventlog.events import Event, JobDead, JobFailed, JobSucceeded, JobTimedOut
+from evq.projections.model import JobRow
+
+from . import registry
+from .retry import after_failure
+
+log = logging.getLogger("evq.worker")
+
+Hook = Callable[[], None]
+_encode = msgspec.json.Encoder().encode
+
+
+class Outcome(msgspec.Struct):
+    """The events that close one attempt, and the job's hook to call afterwards, if any."""
+
+    events: list[Event]
+    hook: Hook | None = None
+
+
+class AsyncRunner:
+    """One event loop in a thread of its own, for ``async def handle``."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="evq-async",
+                                       daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
+        return asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(coro, timeout), self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=1)
+
+
+def load(row: JobRow) -> Any:
+    """The job instance a row describes; raises UnknownJob or DecodeError."""
+    cls = registry.lookup(row.name)
+    try:
+        return msgspec.json.decode(row.payload, type=cls)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"the arguments of {row.name} job {row.id} no longer decode: "
+                          f"{exc}") from None
+
+
+def run(row: JobRow, started: float, runner: Callable[[], AsyncRunner],
+        on_async: Callable[[], None]) -> Outcome:
+    """Run one attempt of ``row`` and return its outcome. An async job's timeout is enforced
+    here (its task is cancelled); ``on_async`` tells the caller so."""
+    try:
+        job = load(row)
+    except (UnknownJob, DecodeError) as exc:
+        return failure(row, started, exc, final=True)
+    try:
+        result = job.handle()
+        if inspect.isawaitable(result):
+            on_async()
+            result = runner().run(result, row.timeout)  # type: ignore[arg-type]
+    except TimeoutError as exc:
+        if row.timeout is not None and time.time() - started >= row.timeout * 0.99:
+            return timed_out(row, job)
+        return failure(row, started, exc, job=job)
+    except BaseException as exc:
+        return failure(row, started, exc, job=job)
+    now = time.time()
+    return Outcome([JobSucceeded(job_id=row.id, ts=now, attempt=row.attempt,
+                                 duration=now - started, result=_result(result))])
+
+
+def failure(row: JobRow, started: float, exc: BaseException, *, job: Any = None,
+            final: bool = False) -> Outcome:
+    """The events of a failed attempt; ``failed()`` is the hook if it was the last one."""
+    now = time.time()
+    tb = "".join(traceback.format_exception(exc))[-8000:] if job is not None else ""
+    fail = JobFailed(job_id=row.id, ts=now, attempt=row.attempt, error_type=type(exc).__name__,
+                     message=str(exc) or repr(exc), traceback=tb, duration=now - started)
+    after = after_failure(row, now, final=final)
+    hook = _hook(job.failed, exc) if job is not None and isinstance(after, JobDead) else None
+    return Outcome([fail, after], hook)
+
+
+def timed_out(row: JobRow, job: Any) -> Outcome:
+    """The events of an attempt that ran past its timeout; ``timed_out()`` is the hook, and
+    ``failed()`` too if it was the last attempt."""
+    now = time.time()
+    after = after_failure(row, now)
+    err = TimeoutError(f"{row.name} timed out after {row.timeout:g}s")
+    hooks = [_hook(job.timed_out)] if job is not None else []
+    if job is not None and isinstance(after, JobDead):
+        hooks.append(_hook(job.failed, err))
+
+    def run_hooks() -> None:
+        for h in hooks:
+            h()
+
+    return Outcome([JobTimedOut(job_id=row.id, ts=now, attempt=row.attempt,
+                                timeout=float(row.timeout or 0)), after], run_hooks)
+
+
+def _hook(fn: Callable[..., Any], *args: Any) -> Hook:
+    def call() -> None:
+        try:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                asyncio.run(result)  # type: ignore[arg-type]
+        except BaseException:
+            log.exception("%s raised", getattr(fn, "__qualname__", fn))
+
+    return call
+
+
+def _result(value: Any) -> Any:
+    """The job's return value as JSON-compatible data (its ``repr`` if it has no JSON form)."""
+    try:
+        return msgspec.to_builtins(value)
+    except (TypeError, msgspec.EncodeError):
+        return repr(value)

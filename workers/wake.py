@@ -1,0 +1,44 @@
+"""Waking idle workers when the SQLite files change, without polling (watchfiles)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import watchfiles
+
+log = logging.getLogger("evq.worker")
+
+
+class FileWatcher:
+    """Calls ``on_change`` soon after the database file or its WAL changes, from a thread.
+
+    watchfiles groups changes before it reports them; its defaults (``step`` 50 ms, ``debounce``
+    1.6 s) would delay every wake-up, so both are set to a few milliseconds here.
+    """
+
+    def __init__(self, db_path: str, on_change: Callable[[], None]) -> None:
+        path = Path(db_path).resolve()
+        self._names = {path.name, path.name + "-wal"}
+        self._folder = path.parent
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="evq-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        try:
+            for _ in watchfiles.watch(self._folder, watch_filter=self._relevant, debounce=2,
+                                      step=1, stop_event=self._stop, rust_timeout=500,
+                                      recursive=False, raise_interrupt=False):
+                self._on_change()
+        except Exception as exc:
+            log.warning("cannot watch %s for changes (%s); polling instead", self._folder, exc)
+
+    def _relevant(self, _change: watchfiles.Change, path: str) -> bool:
+        return Path(path).name in self._names
+
+    def close(self) -> None:
+        self._stop.set()

@@ -1,0 +1,363 @@
+"""The worker: claims jobs in batches, runs them on threads, and writes outcomes in groups.
+
+One thread (the caller of :meth:`Worker.run`) is the only one that writes to the store: each
+pass it appends the events the runner threads produced since the last pass (group commit),
+claims more jobs when the local backlog runs low (one transaction for a whole batch), extends the
+leases it holds (heartbeat), settles leases that other workers let expire, and times out sync jobs
+that overran. Runner threads only run jobs. While nothing is ready the loop sleeps until the store
+changes (watchfiles on the database files, or a commit in this process), the next delayed job is
+due, or the fallback poll (``sleep``) comes round.
+
+A crash loses at most the outcomes not yet written (one pass): those jobs run again after their
+leases expire, which is within at-least-once delivery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from evq.eventlog.errors import DecodeError, EvqError, StoreError, UnknownJob
+from evq.eventlog.events import (
+    Event,
+    JobLeased,
+    JobStarted,
+    LeaseExpired,
+    LeaseExtended,
+    LeaseReleased,
+)
+from evq.projections.model import JobRow
+from evq.projections.store import Store
+from evq.projections.tables import SqliteTables
+
+from .execute import AsyncRunner, Outcome, load, run, timed_out
+from .retry import after_failure
+from .wake import FileWatcher
+
+log = logging.getLogger("evq.worker")
+
+MAX_BATCH = 256  # jobs claimed in one transaction, at most
+PREFETCH_SECONDS = 0.05  # claim about this much work ahead of the runners
+
+
+class _Slot:
+    __slots__ = ("abandoned", "deadline", "row", "started")
+
+    def __init__(self, row: JobRow, started: float) -> None:
+        self.row = row
+        self.started = started
+        self.deadline = (started + row.timeout) if row.timeout else None
+        self.abandoned = False
+
+    def deadline_by_loop(self) -> None:
+        """An async job: its event loop enforces the timeout, not the worker's loop."""
+        self.deadline = None
+
+
+class Worker:
+    """Runs jobs from ``queues`` (in that order of precedence) of one store.
+
+    ``run()`` blocks until the worker stops: after ``max_jobs`` jobs, when nothing is left to do
+    with ``stop_when_empty``, or on ``stop()``.
+    """
+
+    def __init__(self, store: Store, *, queues: Sequence[str] = ("default",),
+                 concurrency: int = 1, max_jobs: int | None = None,
+                 stop_when_empty: bool = False, sleep: float = 3.0, lease: float = 30.0,
+                 grace: float = 30.0, name: str | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> None:
+        if concurrency < 1:
+            raise EvqError("concurrency must be at least 1")
+        if lease <= 0 or sleep <= 0:
+            raise EvqError("lease and sleep must be positive numbers of seconds")
+        self.store = store
+        self.queues = list(queues)
+        self.concurrency = concurrency
+        self.max_jobs = max_jobs
+        self.stop_when_empty = stop_when_empty
+        self.sleep = sleep
+        self.lease = lease
+        self.grace = grace
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:x}"
+        self.on_progress = on_progress
+        self.claimed = 0  # jobs claimed so far
+        self.done = 0  # attempts finished so far
+        self._cv = threading.Condition()
+        self._todo: deque[JobRow] = deque()
+        self._running: dict[int, _Slot] = {}
+        self._outbox: list[Event] = []
+        self._poked = True
+        self._stopping = False
+        self._hard_stop = False
+        self._avg_duration = 0.01
+        self._leases: dict[int, float] = {}  # job id -> lease expiry, for jobs held here
+        self._async: AsyncRunner | None = None
+        self._threads: list[threading.Thread] = []
+        self._next_heartbeat = 0.0
+        self._next_expiry_check = 0.0
+
+    # -- control -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming and finish what runs (within ``grace``); a second call stops at once."""
+        with self._cv:
+            self._hard_stop = self._stopping
+            self._stopping = True
+            self._cv.notify_all()
+
+    def poke(self) -> None:
+        """Wake the idle loop: something in the store may have changed."""
+        with self._cv:
+            self._poked = True
+            self._cv.notify_all()
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until stopped; returns the number of attempts finished."""
+        watcher = FileWatcher(self.store.path, self.poke) if self.store.path else None
+        self.store.log.on_commit(self.poke)
+        for i in range(self.concurrency):
+            self._spawn(i)
+        try:
+            self._loop()
+        finally:
+            self._shutdown(watcher)
+        return self.done
+
+    def _loop(self) -> None:
+        while True:
+            now = time.time()
+            busy = self._flush()
+            self._housekeeping(now)
+            if self._hard_stop:
+                return
+            with self._cv:
+                held = len(self._todo) + len(self._running)
+                if self._stopping and not self._running:
+                    return
+                limit = self._claim_limit(held)
+            if limit and self._claim(limit, now):
+                continue
+            with self._cv:
+                idle = not self._todo and not self._running and not self._outbox
+                if idle and (self.stop_when_empty or self._quota_used() or self._stopping):
+                    return
+                if busy or self._outbox or (self._poked and limit):
+                    self._poked = False
+                    continue
+                self._cv.wait(self._wait_time(now, idle))
+
+    def _claim_limit(self, held: int) -> int:
+        if self._stopping or self._quota_used():
+            return 0
+        prefetch = min(MAX_BATCH, int(PREFETCH_SECONDS / max(self._avg_duration, 1e-5)))
+        want = self.concurrency * (1 + prefetch) - held
+        if held >= self.concurrency and want < self.concurrency:
+            return 0  # enough in hand: claim again in bigger batches later
+        if self.max_jobs is not None:
+            want = min(want, self.max_jobs - self.claimed)
+        return max(0, min(want, MAX_BATCH))
+
+    def _quota_used(self) -> bool:
+        return self.max_jobs is not None and self.claimed >= self.max_jobs
+
+    def _wait_time(self, now: float, idle: bool) -> float:
+        wake = now + (self.sleep if idle else min(self.sleep, self.lease / 3))
+        for slot in self._running.values():
+            if slot.deadline is not None:
+                wake = min(wake, slot.deadline)
+        if idle:
+            due = self._next_due()
+            if due is not None:
+                wake = min(wake, due)
+        wake = min(wake, self._next_heartbeat, self._next_expiry_check)
+        return max(0.0, wake - now)
+
+    def _next_due(self) -> float | None:
+        try:
+            due = self.store.tables.next_due(self.queues)
+            expiry = self.store.tables.next_lease_expiry()
+        except StoreError as exc:
+            log.warning("cannot read the store: %s", exc)
+            return None
+        times = [t for t in (due, expiry) if t is not None]
+        return min(times) if times else None
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    def _claim(self, limit: int, now: float) -> bool:
+        lease_until = now + self.lease
+
+        def ready(tables: SqliteTables) -> list[JobRow]:
+            got: list[JobRow] = []
+            for q in self.queues:
+                got += tables.ready(q, now, limit - len(got))
+                if len(got) >= limit:
+                    break
+            return got
+
+        def lease(row: JobRow) -> list[Event]:
+            return [JobLeased(job_id=row.id, ts=now, worker=self.name, attempt=row.attempt + 1,
+                              lease_expires=max(lease_until, now + (row.timeout or 0) + 1))]
+
+        rows = self._write(lambda: self.store.transact(ready, lease), [])
+        if not rows:
+            return False
+        with self._cv:
+            self.claimed += len(rows)
+            for r in rows:
+                self._leases[r.id] = r.lease_expires or lease_until
+            self._todo.extend(rows)
+            self._cv.notify_all()
+        return True
+
+    # -- writing outcomes ----------------------------------------------------------------------
+
+    def _flush(self) -> bool:
+        with self._cv:
+            events, self._outbox = self._outbox, []
+        if events and self._write(lambda: self.store.append(events), None) is None:
+            with self._cv:  # keep them for the next pass
+                self._outbox[:0] = events
+            return False
+        return bool(events)
+
+    def _write(self, fn: Callable[[], object], failed: object) -> object:
+        try:
+            return fn()
+        except StoreError as exc:  # locked past the busy timeout, disk full...: try later
+            log.warning("store write failed, will retry: %s", exc)
+            with self._cv:
+                self._cv.wait(min(self.sleep, 1.0))
+            return failed
+
+    # -- leases and timeouts -------------------------------------------------------------------
+
+    def _housekeeping(self, now: float) -> None:
+        self._time_out_overruns(now)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.lease / 3
+            self._heartbeat(now)
+        if now >= self._next_expiry_check:
+            self._next_expiry_check = now + self.lease / 2
+            self._write(lambda: self.store.transact(
+                lambda t: t.expired(now),
+                lambda row: [LeaseExpired(job_id=row.id, ts=now, attempt=row.attempt,
+                                          worker=row.worker or ""), after_failure(row, now)]),
+                None)
+
+    def _heartbeat(self, now: float) -> None:
+        with self._cv:
+            due = [(i, t) for i, t in self._leases.items() if t - now < self.lease * 2 / 3]
+            attempts = {r.id: r.attempt for r in self._todo}
+            attempts.update({i: s.row.attempt for i, s in self._running.items()})
+        until = now + self.lease
+        events: list[Event] = [LeaseExtended(job_id=i, ts=now, attempt=attempts[i],
+                                             lease_expires=max(until, t))
+                               for i, t in due if i in attempts]
+        if events and self._write(lambda: self.store.append(events), None) is not None:
+            with self._cv:
+                for e in events:
+                    if e.job_id in self._leases:
+                        self._leases[e.job_id] = e.lease_expires  # type: ignore[attr-defined]
+
+    def _time_out_overruns(self, now: float) -> None:
+        with self._cv:
+            late = [s for s in self._running.values()
+                    if s.deadline is not None and now >= s.deadline]
+            for slot in late:
+                slot.abandoned = True
+                del self._running[slot.row.id]
+                self._leases.pop(slot.row.id, None)
+        for slot in late:  # the thread goes on in the background; a new one takes its place
+            try:
+                job = load(slot.row)
+            except (UnknownJob, DecodeError):
+                job = None
+            outcome = timed_out(slot.row, job)
+            hook, outcome.hook = outcome.hook, None
+            self._finish(outcome)
+            if hook is not None:  # the job's own code: never on this thread
+                threading.Thread(target=hook, name="evq-timed-out", daemon=True).start()
+            self._spawn(len(self._threads))
+
+    # -- runner threads ------------------------------------------------------------------------
+
+    def _spawn(self, index: int) -> None:
+        t = threading.Thread(target=self._runner, name=f"evq-runner-{index}", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _runner(self) -> None:
+        while True:
+            with self._cv:
+                while not self._todo and not self._stopping:
+                    self._cv.wait()
+                if self._stopping:
+                    return
+                row = self._todo.popleft()
+                started = time.time()
+                slot = self._running[row.id] = _Slot(row, started)
+                if not self._outbox:
+                    self._cv.notify_all()
+                self._outbox.append(JobStarted(job_id=row.id, ts=started, attempt=row.attempt,
+                                               worker=self.name))
+            outcome = run(row, started, self._async_runner, slot.deadline_by_loop)
+            if slot.abandoned:
+                # timed out meanwhile: record what happened (a stale outcome changes nothing)
+                with self._cv:
+                    self._outbox.extend(outcome.events)
+                return
+            self._avg_duration += (time.time() - started - self._avg_duration) * 0.1
+            with self._cv:
+                self._running.pop(row.id, None)
+                self._leases.pop(row.id, None)
+            self._finish(outcome)
+
+    def _finish(self, outcome: Outcome) -> None:
+        with self._cv:
+            if not self._outbox:
+                self._cv.notify_all()
+            self._outbox.extend(outcome.events)
+            self.done += 1
+        if outcome.hook is not None:
+            outcome.hook()
+        if self.on_progress:
+            self.on_progress(self.done)
+
+    def _async_runner(self) -> AsyncRunner:
+        with self._cv:
+            if self._async is None:
+                self._async = AsyncRunner()
+            return self._async
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def _shutdown(self, watcher: FileWatcher | None) -> None:
+        with self._cv:
+            unstarted = list(self._todo)
+            self._todo.clear()
+            self._stopping = True
+            self._cv.notify_all()
+        if not self._hard_stop:
+            deadline = time.time() + self.grace
+            with self._cv:
+                while self._running and not self._hard_stop and time.time() < deadline:
+                    self._cv.wait(min(0.5, max(0.0, deadline - time.time())))
+            now = time.time()
+            release = [LeaseReleased(job_id=r.id, ts=now, attempt=r.attempt) for r in unstarted]
+            with self._cv:
+                self._outbox.extend(release)
+            with contextlib.suppress(EvqError):
+                self._flush()
+        if watcher:
+            watcher.close()
+        if self._async:
+            self._async.close()
