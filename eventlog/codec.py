@@ -43,6 +43,6 @@ def _explain(body: bytes | str, exc: Exception) -> str:
 
 def to_json_obj(record: Record) -> dict:
     """The public JSON shape of a stored event: ``seq``, ``ts``, ``type``, ``job_id`` and fields."""
-    obj = msgspec.to_builtins(record.event)
+    obj = msgspec.json.decode(_encoder.encode(record.event))
     return {"seq": record.seq, "ts": obj.pop("ts"), "type": obj.pop("type"),
             "job_id": obj.pop("job_id"), **obj}

@@ -176,6 +176,18 @@ def _nonzero(counts: list[Any]) -> list[Any]:
     return [c for c in counts if any(getattr(c, f) for f in c.__struct_fields__[1:])]
 
 
+def sqlite_path(url: str) -> str:
+    """The database file a ``sqlite:///`` URL (or a plain path) names."""
+    if "://" not in url:
+        return url
+    if not url.startswith("sqlite:///"):
+        raise ConfigError(f"{url!r} names no SQLite file: this needs sqlite:///path/to/evq.db")
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    if not path:
+        raise ConfigError(f"{url!r}: a SQLite URL needs a path, as in sqlite:///evq.db")
+    return path
+
+
 def open_store(url: str) -> Store:
     """Open the store a URL names: ``sqlite:///path`` (``?synchronous=FULL``), ``memory://``,
     or a plain file path."""
@@ -186,9 +198,7 @@ def open_store(url: str) -> Store:
     if parts.scheme == "memory":
         return Store(SqliteLog(":memory:"), url)
     if parts.scheme == "sqlite":
-        path = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
-        if not path:
-            raise ConfigError(f"{url!r}: a SQLite URL needs a path, as in sqlite:///evq.db")
+        path = sqlite_path(url)
         unknown = options.keys() - {"synchronous", "busy_timeout"}
         if unknown:
             raise ConfigError(f"{url!r}: unknown option {', '.join(sorted(unknown))}")

@@ -1,0 +1,45 @@
+"""The root of the ``evq`` command: global options, and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from evq.eventlog.errors import EvqError
+
+
+class EvqGroup(TyperGroup):
+    """Turns every evq error and usage mistake into one line on stderr and an exit code."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+            code = rv if isinstance(rv, int) else 0
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            code = fail(f"{exc.format_message()}{hint}", 2)
+        except click.ClickException as exc:
+            code = fail(exc.format_message(), exc.exit_code)
+        except EvqError as exc:
+            code = fail(str(exc), 1)
+        except click.Abort:
+            code = fail("aborted", 1)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def fail(message: str, code: int) -> int:
+    """Print one error line on stderr; returns ``code``."""
+    click.echo(f"error: {message}", err=True)
+    return code
+
+
+def make_app(help: str, **kwargs: Any) -> typer.Typer:
+    """A Typer (sub-)app with evq's error handling and no rich error panels."""
+    return typer.Typer(cls=EvqGroup, help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode=None, **kwargs)

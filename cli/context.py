@@ -1,0 +1,49 @@
+"""What every command shares: the store URL from ``--url``/``EVQ_URL`` and the open queue."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import typer
+
+from evq.eventlog.errors import ConfigError
+
+if TYPE_CHECKING:
+    from evq.api import Queue
+
+
+class Context:
+    """The root options, handed to commands through ``ctx.obj``."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self._queue: Queue | None = None
+
+    def queue(self) -> Queue:
+        if self._queue is None:
+            from evq.api import connect
+
+            self._queue = connect(self.url)
+        return self._queue
+
+
+def get(ctx: typer.Context) -> Context:
+    return ctx.find_root().obj  # type: ignore[no-any-return]
+
+
+def import_apps(modules: list[str]) -> None:
+    """Import the modules that define job types (``--app``), so their names are registered."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in modules:
+        for module in filter(None, (m.strip() for m in name.split(","))):
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ConfigError(f"cannot import --app {module}: {exc}") from None
+            except Exception as exc:
+                raise ConfigError(f"importing --app {module} failed: "
+                                  f"{type(exc).__name__}: {exc}") from None

@@ -1,0 +1,216 @@
+"""Commands that read: ``stats``, ``jobs``, ``history`` and ``events``."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+import msgspec
+import typer
+
+from .context import get
+from .output import console, print_json, print_table, seconds, when
+from .timeparse import parse_point
+
+STATE_COLUMNS = ("pending", "delayed", "leased", "running", "succeeded", "failed", "cancelled")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(stats)
+    app.command()(jobs)
+    app.command()(history)
+    app.command()(events)
+
+
+def stats(
+    ctx: typer.Context,
+    queue: str = typer.Argument(None, help="Only this queue."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh every second until Ctrl-C."),
+) -> None:
+    """Jobs per queue and state; outcomes, retries, wait and run times per job type."""
+    q = get(ctx).queue()
+
+    def collect() -> dict[str, Any]:
+        data = q.stats()
+        if queue is not None:
+            data["queues"] = {k: v for k, v in data["queues"].items() if k == queue}
+        return data
+
+    if as_json:
+        print_json(collect())
+        return
+    if not watch:
+        print_stats(collect())
+        return
+    from rich.live import Live
+
+    with Live(console=console(), auto_refresh=False) as live:
+        try:
+            while True:
+                live.update(_stats_tables(collect()), refresh=True)
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
+def _stats_tables(data: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+
+    queues = Table(title=f"queues ({data['url']}, log at seq {data['last_seq']})",
+                   title_justify="left")
+    queues.add_column("queue")
+    for c in STATE_COLUMNS:
+        queues.add_column(c, justify="right")
+    for name, counts in data["queues"].items():
+        queues.add_row(name, *(str(counts[c]) for c in STATE_COLUMNS))
+    types = Table(title="job types", title_justify="left")
+    for c in ("name", "dispatched", "succeeded", "failures", "retried", "dead", "fail %",
+              "run p50", "run p95", "run p99", "wait p50", "wait p99"):
+        types.add_column(c, justify="left" if c == "name" else "right")
+    for name, t in data["job_types"].items():
+        types.add_row(name, str(t["dispatched"]), str(t["succeeded"]), str(t["failures"]),
+                      str(t["retried"]), str(t["dead"]), f"{t['failure_rate'] * 100:.1f}",
+                      *(seconds(t[k]) or "" for k in ("duration_p50", "duration_p95",
+                                                      "duration_p99", "wait_p50", "wait_p99")))
+    return Group(queues, types)
+
+
+def print_stats(data: dict[str, Any]) -> None:
+    console().print(_stats_tables(data))
+
+
+def jobs(
+    ctx: typer.Context,
+    state: str = typer.Option(None, "--state",
+                              help="pending (ready), delayed, running, succeeded, failed or "
+                                   "cancelled."),
+    queue: str = typer.Option(None, "--queue"),
+    name: str = typer.Option(None, "--name"),
+    limit: int = typer.Option(100, "--limit", min=1),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of jobs."),
+) -> None:
+    """List jobs from the projections, oldest first."""
+    rows = get(ctx).queue().jobs(state, queue=queue, name=name, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(None, ["id", "name", "queue", "state", "attempt", "run at", "duration", "error"],
+                [(r.id, r.name, r.queue, r.state, r.attempt, when(r.run_at), seconds(r.duration),
+                  r.error) for r in rows])
+
+
+def history(
+    ctx: typer.Context,
+    job_id: int = typer.Argument(..., help="The job's id."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of events."),
+) -> None:
+    """Every event of one job, in order: its audit trail."""
+    from evq.eventlog.codec import to_json_obj
+
+    records = get(ctx).queue().history(job_id)
+    if as_json:
+        print_json([to_json_obj(r) for r in records])
+    else:
+        print_history(records)
+
+
+def print_history(records: list[Any]) -> None:
+    """One job's events as a table, with the time since the previous event."""
+    from evq.eventlog.codec import to_json_obj
+
+    objs = [to_json_obj(r) for r in records]
+    first = objs[0]
+    title = f"job {first['job_id']}: {first.get('name', '?')} on {first.get('queue', '?')}"
+    rows, prev = [], first["ts"]
+    for o in objs:
+        rows.append((o["seq"], when(o["ts"]), f"+{seconds(o['ts'] - prev)}", o["type"],
+                     o.get("attempt"), _details(o)))
+        prev = o["ts"]
+    print_table(title, ["seq", "time", "after", "event", "attempt", "details"], rows)
+    tb = next((o["traceback"] for o in reversed(objs) if o.get("traceback")), None)
+    if tb:
+        typer.echo("last traceback:\n" + tb.rstrip())
+
+
+_SHOWN = {"seq", "ts", "type", "job_id", "attempt", "traceback", "payload"}
+
+
+def _details(o: dict[str, Any]) -> str:
+    parts = []
+    if o["type"] == "JobDispatched":
+        parts.append("args " + msgspec.json.encode(o["payload"]).decode())
+    for k, v in o.items():
+        if k in _SHOWN or v in (None, [], "") or (o["type"] == "JobDispatched" and k in (
+                "name", "queue", "tries", "backoff")):
+            continue
+        if k in ("run_at", "lease_expires"):
+            v = when(v)
+        elif k in ("duration", "timeout"):
+            v = seconds(v)
+        parts.append(f"{k} {v}")
+    return ", ".join(parts)
+
+
+def events(
+    ctx: typer.Context,
+    since: str = typer.Option(None, "--since", help="After this log position (seq) or from "
+                              "this time (ISO 8601, or relative: 30m, 2h, 1d)."),
+    until: str = typer.Option(None, "--until", help="Up to this position or time."),
+    types: list[str] = typer.Option([], "--type", help="Only these event types (repeat)."),
+    queue: str = typer.Option(None, "--queue", help="Only events of this queue."),
+    job: int = typer.Option(None, "--job", help="Only events of this job."),
+    limit: int = typer.Option(None, "--limit", min=1),
+    follow: bool = typer.Option(False, "--follow", "-f",
+                                help="Keep printing new events until Ctrl-C."),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines: one event a line."),
+) -> None:
+    """The log itself, in order."""
+    from evq.eventlog.codec import to_json_obj
+
+    q = get(ctx).queue()
+    filters: dict[str, Any] = {"types": types, "queue": queue, "job_id": job}
+    start = 0
+    if since is not None:
+        pos, ts = parse_point(since)
+        start, filters["since_ts"] = (pos or 0), ts
+        if pos is not None and pos > q.store.log.last_seq():
+            raise typer.BadParameter(f"position {pos} is beyond the end of the log "
+                                     f"({q.store.log.last_seq()})", param_hint="--since")
+    if until is not None:
+        pos, ts = parse_point(until)
+        filters["until"], filters["until_ts"] = pos, ts
+
+    def show(since_seq: int, left: int | None) -> int:
+        last = since_seq
+        for rec in q.events(since=since_seq, limit=left, **filters):
+            obj = to_json_obj(rec)
+            if as_json:
+                print_json(obj)
+            else:
+                typer.echo(f"{obj['seq']:>8} {when(obj['ts'])} {obj['type']:<18} "
+                           f"job {obj['job_id']:<8} {_details(obj)}")
+            last = rec.seq
+        sys.stdout.flush()
+        return last
+
+    last = show(start, limit)
+    if not follow:
+        return
+    changed = threading.Event()
+    from evq.workers.wake import FileWatcher
+
+    watcher = FileWatcher(q.store.path, changed.set) if q.store.path else None
+    try:
+        while True:
+            changed.wait(1.0)
+            changed.clear()
+            last = show(last, None)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if watcher:
+            watcher.close()

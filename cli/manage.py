@@ -1,0 +1,95 @@
+"""Commands that change the queue: ``dispatch``, ``failed ...`` and ``clear``."""
+
+from __future__ import annotations
+
+import typer
+
+from .app import make_app
+from .context import get, import_apps
+from .output import print_json, print_table, when
+from .timeparse import parse_time
+
+failed_app = make_app("Failed jobs: those whose last attempt failed (retries used up).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(failed_app, name="failed")
+
+    @app.command()
+    def dispatch(
+        ctx: typer.Context,
+        name: str = typer.Argument(..., help="The job type's name, e.g. SendEmail."),
+        arguments: str = typer.Option("{}", "--json", help="The job's arguments, a JSON object."),
+        app_modules: list[str] = typer.Option([], "--app", envvar="EVQ_APP",
+                                              help="Module(s) that define the job type."),
+        queue: str = typer.Option(None, "--queue", help="Override the job type's queue."),
+        delay: float = typer.Option(None, "--delay", min=0, help="Run after this many seconds."),
+        at: str = typer.Option(None, "--at", help="Run at this time (ISO 8601)."),
+        priority: int = typer.Option(None, "--priority", help="Higher runs first."),
+    ) -> None:
+        """Queue one job by name; prints its id."""
+        import_apps(app_modules)
+        when_ = parse_time(at) if at is not None else None
+        job_id = get(ctx).queue().dispatch_json(name, arguments, queue=queue, delay=delay,
+                                                at=when_, priority=priority)
+        typer.echo(job_id)
+
+    @app.command()
+    def clear(
+        ctx: typer.Context,
+        queue: str = typer.Argument(..., help="The queue to empty."),
+        force: bool = typer.Option(False, "--force", help="Really remove its pending jobs."),
+    ) -> None:
+        """Remove every pending (ready or delayed) job of a queue; the log keeps their history."""
+        if not force:
+            raise typer.BadParameter(f"this removes every pending job of {queue!r}: "
+                                     "add --force to do it", param_hint="--force")
+        typer.echo(f"cleared {get(ctx).queue().clear(queue)} jobs from {queue}")
+
+
+@failed_app.command("list")
+def failed_list(
+    ctx: typer.Context,
+    queue: str = typer.Option(None, "--queue", help="Only this queue."),
+    limit: int = typer.Option(100, "--limit", min=1),
+    as_json: bool = typer.Option(False, "--json", help="A JSON array of jobs."),
+) -> None:
+    """List failed jobs, newest last."""
+    rows = get(ctx).queue().jobs("failed", queue=queue, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    print_table("failed jobs", ["id", "name", "queue", "attempts", "failed at", "error"],
+                [(r.id, r.name, r.queue, r.failures, when(r.finished_at),
+                  f"{r.error_type}: {r.error}") for r in rows])
+
+
+@failed_app.command("retry")
+def failed_retry(
+    ctx: typer.Context,
+    job_id: int = typer.Argument(None, help="The failed job to queue again."),
+    all_: bool = typer.Option(False, "--all", help="Queue every failed job again."),
+    queue: str = typer.Option(None, "--queue", help="With --all: only this queue."),
+) -> None:
+    """Queue failed jobs again (JobRequeued): their attempts start over."""
+    q = get(ctx).queue()
+    if all_ == (job_id is not None):
+        raise typer.BadParameter("give a job id or --all")
+    if all_:
+        typer.echo(f"requeued {q.retry_all(queue)} jobs")
+    else:
+        q.retry(job_id)
+        typer.echo(f"requeued job {job_id}")
+
+
+@failed_app.command("delete")
+def failed_delete(ctx: typer.Context, job_id: int = typer.Argument(...)) -> None:
+    """Remove one failed job from the failed list (its events stay in the log)."""
+    get(ctx).queue().forget(job_id)
+    typer.echo(f"deleted job {job_id}")
+
+
+@failed_app.command("flush")
+def failed_flush(ctx: typer.Context) -> None:
+    """Remove every failed job from the failed list (their events stay in the log)."""
+    typer.echo(f"deleted {get(ctx).queue().flush_failed()} failed jobs")
