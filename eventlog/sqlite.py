@@ -10,15 +10,19 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from msgspec.structs import replace
 
 from .codec import Record, decode, encode
 from .errors import DecodeError, StoreBusy, StoreError
 from .events import Event
+
+_T = TypeVar("_T")
 
 SCHEMA_VERSION = 1
 
@@ -70,6 +74,7 @@ class SqliteLog:
     def __init__(self, path: str, *, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
                  readonly: bool = False) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         self.memory = path == ":memory:"
         self.lock = threading.RLock()
         self._in_tx = False
@@ -84,14 +89,16 @@ class SqliteLog:
             raise StoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
         try:
             target = f"file:{Path(path).resolve()}?mode=ro" if readonly else path
+            # SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries; a worker woken
+            # by another process's commit often finds that commit still finishing, so locks are
+            # awaited here instead, in steps from 50 us (see _retry_busy).
             self.conn = sqlite3.connect(target, uri=readonly, isolation_level=None,
-                                        check_same_thread=False, timeout=busy_timeout)
-            self.conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+                                        check_same_thread=False, timeout=0)
             if readonly:
                 self.conn.execute("PRAGMA query_only=1")
                 self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             else:
-                self.conn.execute("PRAGMA journal_mode=WAL").fetchone()
+                self._retry_busy(lambda: self.conn.execute("PRAGMA journal_mode=WAL").fetchone())
                 self.conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self.conn.execute("PRAGMA cache_size=-32000")
         except sqlite3.Error as exc:
@@ -110,10 +117,7 @@ class SqliteLog:
             if self._in_tx:
                 yield self.conn
                 return
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise translate(exc, self.path) from None
+            self._retry_busy(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             self._in_tx = True
             try:
                 yield self.conn
@@ -136,8 +140,24 @@ class SqliteLog:
     def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Run one read query under the connection's lock, with errors translated."""
         with self.lock:
+            return self._retry_busy(lambda: self.conn.execute(sql, params).fetchall())
+
+    def _retry_busy(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn``, retrying while the database is locked, up to the busy timeout."""
+        delay, deadline = 0.00005, 0.0
+        while True:
             try:
-                return self.conn.execute(sql, params).fetchall()
+                return fn()
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                if "locked" not in text and "busy" not in text:
+                    raise translate(exc, self.path) from None
+                now = time.monotonic()
+                deadline = deadline or now + self.busy_timeout
+                if now >= deadline:
+                    raise translate(exc, self.path) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.002)
             except sqlite3.Error as exc:
                 raise translate(exc, self.path) from None
 
