@@ -15,9 +15,10 @@ from evq.eventlog.errors import EvqError
 class EvqGroup(TyperGroup):
     """Turns every evq error and usage mistake into one line on stderr and an exit code."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        standalone_mode = kwargs.pop("standalone_mode", True)
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
             code = rv if isinstance(rv, int) else 0
         except click.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""

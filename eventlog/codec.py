@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from .errors import DecodeError
-from .events import EVENT_TYPES, AnyEvent, Event
+from .events import EVENT_TYPES, AnyEvent
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(AnyEvent)
@@ -20,7 +20,7 @@ class Record(msgspec.Struct, frozen=True):
     event: AnyEvent
 
 
-def decode(body: bytes | str) -> Event:
+def decode(body: bytes | str) -> AnyEvent:
     """Decode one stored event body, with a clear error for unknown types or broken bodies."""
     try:
         return _decoder.decode(body)

@@ -25,7 +25,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     job_id: int = 0
 
 
-class JobDispatched(Event, tag="JobDispatched"):
+class JobDispatched(Event, frozen=True, tag="JobDispatched"):
     """(none) -> pending: a new job; ``run_at`` later than ``ts`` makes it delayed."""
 
     name: str
@@ -42,7 +42,7 @@ class JobDispatched(Event, tag="JobDispatched"):
     replay_of: str | None = None
 
 
-class JobLeased(Event, tag="JobLeased"):
+class JobLeased(Event, frozen=True, tag="JobLeased"):
     """pending -> leased: ``worker`` holds lease number ``attempt`` until ``lease_expires``."""
 
     worker: str
@@ -50,21 +50,21 @@ class JobLeased(Event, tag="JobLeased"):
     lease_expires: float
 
 
-class LeaseExtended(Event, tag="LeaseExtended"):
+class LeaseExtended(Event, frozen=True, tag="LeaseExtended"):
     """leased/running -> same: a live worker's heartbeat moves the lease expiry."""
 
     attempt: int
     lease_expires: float
 
 
-class JobStarted(Event, tag="JobStarted"):
+class JobStarted(Event, frozen=True, tag="JobStarted"):
     """leased -> running."""
 
     attempt: int
     worker: str = ""
 
 
-class JobSucceeded(Event, tag="JobSucceeded"):
+class JobSucceeded(Event, frozen=True, tag="JobSucceeded"):
     """running -> succeeded; ``duration`` in seconds."""
 
     attempt: int
@@ -72,7 +72,7 @@ class JobSucceeded(Event, tag="JobSucceeded"):
     result: Any = None
 
 
-class JobFailed(Event, tag="JobFailed"):
+class JobFailed(Event, frozen=True, tag="JobFailed"):
     """running -> running (error recorded); a retry or dead event follows in the same commit."""
 
     attempt: int
@@ -82,14 +82,14 @@ class JobFailed(Event, tag="JobFailed"):
     duration: float = 0.0
 
 
-class JobTimedOut(Event, tag="JobTimedOut"):
+class JobTimedOut(Event, frozen=True, tag="JobTimedOut"):
     """running -> running (timeout recorded); a retry or dead event follows in the same commit."""
 
     attempt: int
     timeout: float
 
 
-class LeaseExpired(Event, tag="LeaseExpired"):
+class LeaseExpired(Event, frozen=True, tag="LeaseExpired"):
     """leased/running -> (lost attempt recorded): the holder stopped extending its lease;
     a retry or dead event follows in the same commit."""
 
@@ -97,42 +97,42 @@ class LeaseExpired(Event, tag="LeaseExpired"):
     worker: str = ""
 
 
-class JobRetryScheduled(Event, tag="JobRetryScheduled"):
+class JobRetryScheduled(Event, frozen=True, tag="JobRetryScheduled"):
     """(failed attempt) -> pending, claimable from ``run_at``."""
 
     attempt: int
     run_at: float
 
 
-class JobDead(Event, tag="JobDead"):
+class JobDead(Event, frozen=True, tag="JobDead"):
     """(failed attempt) -> failed: retries exhausted, ``failed()`` ran."""
 
     attempt: int
 
 
-class LeaseReleased(Event, tag="LeaseReleased"):
+class LeaseReleased(Event, frozen=True, tag="LeaseReleased"):
     """leased -> pending: a stopping worker gives back a job it had not started."""
 
     attempt: int
 
 
-class JobCancelled(Event, tag="JobCancelled"):
+class JobCancelled(Event, frozen=True, tag="JobCancelled"):
     """pending/leased -> cancelled."""
 
     reason: str = ""
 
 
-class JobRequeued(Event, tag="JobRequeued"):
+class JobRequeued(Event, frozen=True, tag="JobRequeued"):
     """failed/cancelled -> pending: an operator's retry; the failure count starts again."""
 
     run_at: float = 0.0
 
 
-class JobPurged(Event, tag="JobPurged"):
+class JobPurged(Event, frozen=True, tag="JobPurged"):
     """any finished state -> (row removed); the events stay in the log."""
 
 
-class QueueCleared(Event, tag="QueueCleared"):
+class QueueCleared(Event, frozen=True, tag="QueueCleared"):
     """pending jobs of ``queue`` -> (rows removed); ``job_ids`` lists them."""
 
     queue: str

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from msgspec.structs import replace
 
@@ -185,12 +185,13 @@ class SqliteLog:
         positions, an event with ``job_id`` 0 having taken its position as its job id."""
         got = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
         seq = got[0] if got else 0
-        records, rows = [], []
+        records: list[Record] = []
+        rows = []
         for e, q in zip(events, queues, strict=True):
             seq += 1
             if not e.job_id:
                 e = replace(e, job_id=seq)
-            records.append(Record(seq, e))
+            records.append(Record(seq, e))  # type: ignore[arg-type]
             rows.append((seq, e.ts, e.__struct_config__.tag, e.job_id, q, encode(e).decode()))
         self.conn.executemany("INSERT INTO events(seq, ts, type, job_id, queue, body) "
                               "VALUES (?, ?, ?, ?, ?, ?)", rows)
@@ -201,7 +202,7 @@ class SqliteLog:
              types: Sequence[str] = (), queue: str | None = None, limit: int | None = None,
              chunk: int = 10_000) -> Iterator[Record]:
         """Events in log order after position ``since``, filtered; read in chunks."""
-        where, params = ["seq > ?"], [since]
+        where, params = ["seq > ?"], [cast(object, since)]
         for clause, value in (("seq <= ?", until), ("job_id = ?", job_id),
                               ("ts >= ?", since_ts), ("ts <= ?", until_ts),
                               ("queue = ?", queue)):
@@ -218,7 +219,7 @@ class SqliteLog:
                                   f"ORDER BY seq LIMIT {n}", params)
             for seq, body in rows:
                 try:
-                    yield Record(seq, decode(body))  # type: ignore[arg-type]
+                    yield Record(seq, decode(body))
                 except DecodeError as exc:
                     raise DecodeError(f"event at seq {seq}: {exc}") from None
             if len(rows) < n:

@@ -6,7 +6,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import msgspec
 
@@ -96,7 +96,7 @@ def job(_fn: Callable[..., Any] | None = None, *, name: str | None = None,
                        "backoff": backoff, "backoff_base": backoff_base, "timeout": timeout,
                        "priority": priority, "handle": ahandle if is_async else handle,
                        "__qualname__": fn.__qualname__})
-        return FunctionJob(fn, cls)
+        return FunctionJob(fn, cast(type[Job], cls))
 
     return wrap(_fn) if _fn is not None else wrap
 

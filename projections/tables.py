@@ -72,9 +72,9 @@ class SqliteTables:
     def create(conn: sqlite3.Connection) -> None:
         """Create the tables and indexes (inside the schema transaction)."""
         db = sqlite_utils.Database(conn)
-        db["jobs"].create(_columns(JobRow), pk="id", if_not_exists=True)
-        db["queue_stats"].create(_columns(QueueCounts), pk="queue", if_not_exists=True)
-        db["job_type_stats"].create(_columns(JobTypeStats), pk="name", if_not_exists=True)
+        db.table("jobs").create(_columns(JobRow), pk="id", if_not_exists=True)
+        db.table("queue_stats").create(_columns(QueueCounts), pk="queue", if_not_exists=True)
+        db.table("job_type_stats").create(_columns(JobTypeStats), pk="name", if_not_exists=True)
         run_script(conn, INDEXES)
 
     # -- writes (inside a transaction) ---------------------------------------------------------
@@ -143,7 +143,8 @@ class SqliteTables:
              due_after: float | None = None, limit: int = 100,
              newest_first: bool = False) -> list[JobRow]:
         """Jobs matching every given filter, in dispatch order."""
-        where, params = ["1"], []
+        where: list[str] = ["1"]
+        params: list[object] = []
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             params.extend(states)

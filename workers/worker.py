@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from evq.eventlog.errors import DecodeError, EvqError, StoreError, UnknownJob
 from evq.eventlog.events import (
@@ -41,6 +42,8 @@ from .retry import after_failure
 from .wake import FileWatcher
 
 log = logging.getLogger("evq.worker")
+_T = TypeVar("_T")
+_F = TypeVar("_F")
 
 MAX_BATCH = 256  # jobs claimed in one transaction, at most
 PREFETCH_SECONDS = 0.05  # claim about this much work ahead of the runners
@@ -207,7 +210,7 @@ class Worker:
             return [JobLeased(job_id=row.id, ts=now, worker=self.name, attempt=row.attempt + 1,
                               lease_expires=max(lease_until, now + (row.timeout or 0) + 1))]
 
-        rows = self._write(lambda: self.store.transact(ready, lease), [])
+        rows: list[JobRow] = self._write(lambda: self.store.transact(ready, lease), [])
         if not rows:
             return False
         with self._cv:
@@ -229,7 +232,7 @@ class Worker:
             return False
         return bool(events)
 
-    def _write(self, fn: Callable[[], object], failed: object) -> object:
+    def _write(self, fn: Callable[[], _T], failed: _F) -> _T | _F:
         try:
             return fn()
         except StoreError as exc:  # locked past the busy timeout, disk full...: try later
