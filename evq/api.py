@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -131,16 +132,15 @@ class Queue:
     def _dispatched(self, job: Job, now: float, delay: float | timedelta | None,
                     at: datetime | float | None, queue: str | None,
                     priority: int | None) -> JobDispatched:
-        cls = type(job)
         if not isinstance(job, Job):
             raise InvalidArguments(f"{job!r} is not an evq.Job: call .make(...) on a function "
                                    "job, or subclass evq.Job")
+        cls = type(job)
         return JobDispatched(
             ts=now, name=cls.job_name, queue=queue or cls.queue,
             payload=msgspec.Raw(validated_payload(job)),
             priority=cls.priority if priority is None else priority,
-            run_at=run_at(now, delay, at), tries=cls.tries,
-            backoff=backoff_schedule(cls.backoff, cls.tries, cls.backoff_base),
+            run_at=run_at(now, delay, at), tries=cls.tries, backoff=_backoff(cls),
             timeout=cls.timeout)
 
     # -- reading -------------------------------------------------------------------------------
@@ -282,6 +282,13 @@ class Queue:
     def worker(self, **options: Any) -> Worker:
         """A worker on this queue's store; see :class:`evq.workers.worker.Worker`."""
         return Worker(self.store, **options)
+
+
+@functools.cache
+def _backoff(cls: type[Job]) -> list[float]:
+    """A job type's retry waits (class settings do not change, so computed once; the list is
+    shared by its events and never mutated)."""
+    return backoff_schedule(cls.backoff, cls.tries, cls.backoff_base)
 
 
 def run_at(now: float, delay: float | timedelta | None, at: datetime | float | None) -> float:
