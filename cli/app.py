@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -20,14 +19,13 @@ class EvqGroup(TyperGroup):
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
             code = rv if isinstance(rv, int) else 0
-        except click.UsageError as exc:
-            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-            code = fail(f"{exc.format_message()}{hint}", 2)
-        except click.ClickException as exc:
-            code = fail(exc.format_message(), exc.exit_code)
+        except typer.TyperException as exc:  # usage mistakes, from typer's own click
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            code = fail(f"{exc.format_message()}{hint}", getattr(exc, "exit_code", 2))
         except EvqError as exc:
             code = fail(str(exc), 1)
-        except click.Abort:
+        except typer.Abort:
             code = fail("aborted", 1)
         if standalone_mode:
             sys.exit(code)
@@ -36,7 +34,7 @@ class EvqGroup(TyperGroup):
 
 def fail(message: str, code: int) -> int:
     """Print one error line on stderr; returns ``code``."""
-    click.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {message}", err=True)
     return code
 
 

@@ -85,7 +85,7 @@ def failed_retry(
 @failed_app.command("delete")
 def failed_delete(ctx: typer.Context, job_id: int = typer.Argument(...)) -> None:
     """Remove one failed job from the failed list (its events stay in the log)."""
-    get(ctx).queue().forget(job_id)
+    get(ctx).queue().forget(job_id, states=["failed"])
     typer.echo(f"deleted job {job_id}")
 
 

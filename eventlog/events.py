@@ -18,7 +18,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Base of every event: which job it concerns and when it happened (unix seconds).
 
     A job's id is the position (``seq``) of its ``JobDispatched`` event: ids are integers in
-    dispatch order. An event appended with ``job_id`` 0 takes its own position as ``job_id``.
+    dispatch order. A ``JobDispatched`` appended with ``job_id`` 0 takes its own position.
     """
 
     ts: float
@@ -117,7 +117,7 @@ class LeaseReleased(Event, frozen=True, tag="LeaseReleased"):
 
 
 class JobCancelled(Event, frozen=True, tag="JobCancelled"):
-    """pending/leased -> cancelled."""
+    """pending -> cancelled."""
 
     reason: str = ""
 
@@ -133,10 +133,9 @@ class JobPurged(Event, frozen=True, tag="JobPurged"):
 
 
 class QueueCleared(Event, frozen=True, tag="QueueCleared"):
-    """pending jobs of ``queue`` -> (rows removed); ``job_ids`` lists them."""
+    """pending -> (row removed): the job went with ``evq clear`` of its queue."""
 
     queue: str
-    job_ids: list[int] = []
 
 
 AnyEvent = (

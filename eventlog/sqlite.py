@@ -60,6 +60,17 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"{path}: {text}")
 
 
+_READS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+          sqlite3.SQLITE_RECURSIVE}
+
+
+def _read_only(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
+    """SQLite authorizer of read-only connections: reads, and pragmas that only read."""
+    if action in _READS or (action == sqlite3.SQLITE_PRAGMA and arg2 is None):
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
 def run_script(conn: sqlite3.Connection, script: str) -> None:
     """Run ``;``-separated statements inside the open transaction (``executescript`` would
     commit it first)."""
@@ -97,6 +108,7 @@ class SqliteLog:
             if readonly:
                 self.conn.execute("PRAGMA query_only=1")
                 self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                self.conn.set_authorizer(_read_only)
             else:
                 self._retry_busy(lambda: self.conn.execute("PRAGMA journal_mode=WAL").fetchone())
                 self.conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -133,9 +145,11 @@ class SqliteLog:
         for listener in self._on_commit:
             listener()
 
-    def on_commit(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after each write transaction of this process commits."""
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after each write transaction of this process commits; returns the
+        function that stops it."""
         self._on_commit.append(listener)
+        return lambda: self._on_commit.remove(listener)
 
     def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Run one read query under the connection's lock, with errors translated."""

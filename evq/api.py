@@ -29,7 +29,7 @@ from evq.workers import registry
 from evq.workers.retry import backoff_schedule
 from evq.workers.worker import Worker
 
-from .jobs import Job, validated_payload
+from .jobs import Job, check_int, check_queue, validated_payload
 
 DEFAULT_URL = "sqlite:///evq.db"
 
@@ -124,8 +124,18 @@ class Queue:
         """Dispatch the job registered as ``name`` with arguments given as a JSON object."""
         cls = registry.lookup(name)
         try:
-            job = msgspec.json.decode(arguments, type=cls)
+            data = msgspec.json.decode(arguments)
         except msgspec.DecodeError as exc:
+            raise InvalidArguments(f"{name}: the arguments are not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidArguments(f"{name}: the arguments must be a JSON object")
+        unknown = sorted(data.keys() - set(cls.__struct_fields__))
+        if unknown:
+            raise InvalidArguments(f"{name}: unknown argument {', '.join(unknown)} (it takes "
+                                   f"{', '.join(cls.__struct_fields__) or 'none'})")
+        try:
+            job = msgspec.json.decode(arguments, type=cls)
+        except msgspec.ValidationError as exc:
             raise InvalidArguments(f"{name}: invalid arguments: {exc}") from None
         return self.dispatch(job, **options)
 
@@ -136,6 +146,10 @@ class Queue:
             raise InvalidArguments(f"{job!r} is not an evq.Job: call .make(...) on a function "
                                    "job, or subclass evq.Job")
         cls = type(job)
+        if queue is not None:
+            check_queue(queue, "dispatch")
+        if priority is not None:
+            check_int(priority, "dispatch: priority")
         return JobDispatched(
             ts=now, name=cls.job_name, queue=queue or cls.queue,
             payload=msgspec.Raw(validated_payload(job)),
@@ -222,8 +236,8 @@ class Queue:
         """Remove every pending (ready or delayed) job of ``queue``; returns how many."""
         with self.store.log.transaction():
             ids = self.store.tables.pending_ids(queue)
-            if ids:
-                self.store.append([QueueCleared(ts=time.time(), queue=queue, job_ids=ids)])
+            now = time.time()
+            self.store.append([QueueCleared(job_id=i, ts=now, queue=queue) for i in ids])
         return len(ids)
 
     def retry(self, job_id: int) -> JobRow:
@@ -245,11 +259,11 @@ class Queue:
         return self._operate(job_id, (PENDING,), "cancel",
                              lambda r: [JobCancelled(job_id=r.id, ts=now, reason=reason)])
 
-    def forget(self, job_id: int) -> None:
-        """Remove a finished job from the projections (``JobPurged``; its events stay)."""
+    def forget(self, job_id: int, states: Sequence[str] = FINISHED) -> None:
+        """Remove a finished job (in one of ``states``) from the projections (``JobPurged``;
+        its events stay in the log)."""
         now = time.time()
-        self._operate(job_id, FINISHED, "delete",
-                      lambda r: [JobPurged(job_id=r.id, ts=now)])
+        self._operate(job_id, states, "delete", lambda r: [JobPurged(job_id=r.id, ts=now)])
 
     def flush_failed(self) -> int:
         """Remove every failed job from the projections; returns how many."""
@@ -275,7 +289,7 @@ class Queue:
 
     def append(self, events: Sequence[Event]) -> list[int]:
         """Append raw events (for tools and tests); returns their positions."""
-        return self.store.append(events)
+        return [r.seq for r in self.store.append(events)]
 
     # -- workers -------------------------------------------------------------------------------
 
@@ -298,14 +312,21 @@ def run_at(now: float, delay: float | timedelta | None, at: datetime | float | N
     if isinstance(delay, timedelta):
         delay = delay.total_seconds()
     if delay is not None:
-        if not isinstance(delay, int | float) or math.isnan(delay) or delay < 0:
+        if not _finite(delay) or delay < 0:  # type: ignore[operator]
             raise InvalidArguments(f"delay must be a non-negative number of seconds, not {delay!r}")
         return now + delay
     if isinstance(at, datetime):
         return at.timestamp()
     if at is not None:
+        if not _finite(at):
+            raise InvalidArguments(f"at must be a datetime or a unix time, not {at!r}")
         return float(at)
     return now
+
+
+def _finite(value: object) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, cast
 
 import msgspec
 
-from evq.eventlog.errors import InvalidArguments
+from evq.eventlog.errors import ConfigError, InvalidArguments
 from evq.workers import registry
-from evq.workers.retry import BackoffSpec
+from evq.workers.retry import BackoffSpec, backoff_schedule
 
 
 class Job(msgspec.Struct, kw_only=True):
@@ -32,6 +33,7 @@ class Job(msgspec.Struct, kw_only=True):
         super().__init_subclass__(**kwargs)
         if "job_name" not in cls.__dict__:
             cls.job_name = cls.__name__
+        check_settings(cls)
         registry.register(cls.job_name, cls)
 
     def handle(self) -> Any:
@@ -52,6 +54,43 @@ class Job(msgspec.Struct, kw_only=True):
 
         return default_queue().dispatch(self, delay=delay, at=at, queue=queue,
                                         priority=priority)
+
+
+def check_settings(cls: type[Job]) -> None:
+    """Refuse a job type whose class settings could not be dispatched (at import, not later)."""
+    where = f"job type {cls.__qualname__}"
+    if not isinstance(cls.job_name, str) or not cls.job_name:
+        raise ConfigError(f"{where}: job_name must be a non-empty string")
+    try:
+        check_queue(cls.queue, where)
+        check_int(cls.priority, f"{where}: priority")
+    except InvalidArguments as exc:
+        raise ConfigError(str(exc)) from None
+    if not _is_int(cls.tries) or cls.tries < 1:
+        raise ConfigError(f"{where}: tries must be an integer of at least 1, not {cls.tries!r}")
+    timeout = cls.timeout
+    if timeout is not None and not (_is_number(timeout) and 0 < timeout < math.inf):
+        raise ConfigError(f"{where}: timeout must be a positive number of seconds or None, "
+                          f"not {timeout!r}")
+    backoff_schedule(cls.backoff, cls.tries, cls.backoff_base)
+
+
+def check_queue(queue: object, where: str) -> None:
+    if not isinstance(queue, str) or not queue.strip():
+        raise InvalidArguments(f"{where}: queue must be a non-empty string, not {queue!r}")
+
+
+def check_int(value: object, what: str) -> None:
+    if not _is_int(value):
+        raise InvalidArguments(f"{what} must be an integer, not {value!r}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def validated_payload(job: Job) -> bytes:
@@ -113,8 +152,12 @@ class FunctionJob:
         return self.fn(*args, **kwargs)
 
     def make(self, *args: Any, **kwargs: Any) -> Job:
-        """The job instance for a call with these arguments."""
-        bound = inspect.signature(self.fn).bind(*args, **kwargs)
+        """The job instance for a call with these arguments (``q.dispatch(fn.make(...),
+        delay=...)`` dispatches it with options)."""
+        try:
+            bound = inspect.signature(self.fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"{self.job_type.job_name}: {exc}") from None
         return self.job_type(**bound.arguments)
 
     def dispatch(self, *args: Any, **kwargs: Any) -> int:

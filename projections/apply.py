@@ -50,13 +50,6 @@ def json_text(value: object) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def targets(event: Event) -> list[int]:
-    """The ids of the jobs whose rows an event may change."""
-    if isinstance(event, QueueCleared):
-        return event.job_ids
-    return [event.job_id]
-
-
 def apply(row: JobRow | None, event: Event, seq: int) -> JobRow | None:
     """The row after ``event`` (at log position ``seq``); ``row`` itself if nothing changes."""
     if row is None:
@@ -123,7 +116,7 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
                            worker=None, finished_at=None)
         case JobPurged() if row.state in FINISHED:
             return _REMOVED
-        case QueueCleared() if row.state == PENDING and row.queue == event.queue:
+        case QueueCleared() if row.state == PENDING:
             return _REMOVED
     return None
 

@@ -19,7 +19,7 @@ from evq.eventlog.errors import ConfigError
 from evq.eventlog.events import Event
 from evq.eventlog.sqlite import SqliteLog
 
-from .apply import Deltas, apply, targets
+from .apply import Deltas, apply
 from .model import JobRow
 from .tables import SqliteTables
 
@@ -66,7 +66,7 @@ class Store:
             return [rows.get(r.id, r) for r in picked]
 
     def _record(self, events: Sequence[Event], rows: dict[int, JobRow]) -> list[Record]:
-        missing = {i for e in events for i in targets(e)} - rows.keys()
+        missing = {e.job_id for e in events} - rows.keys()
         if missing:
             rows.update(self.tables.load(missing))
         queues = [getattr(e, "queue", None) or (rows[e.job_id].queue if e.job_id in rows
@@ -108,9 +108,12 @@ class Store:
         """Rebuild the projections aside (in memory) and list every difference from the live
         ones; holds the write lock meanwhile so that both see the same log."""
         aside = Store(SqliteLog(":memory:"), "memory://")
-        with self.log.transaction():
-            self.rebuild(into=aside)
-            return self.differences(aside)
+        try:
+            with self.log.transaction():
+                self.rebuild(into=aside)
+                return self.differences(aside)
+        finally:
+            aside.close()
 
     def differences(self, other: Store) -> list[str]:
         """Every difference between this store's projections and ``other``'s."""
@@ -155,20 +158,19 @@ def _apply_all(records: Iterable[Record], rows: dict[int, JobRow],
     changed: dict[int, JobRow] = {}
     removed: set[int] = set()
     for record in records:
-        event = record.event
-        for job_id in targets(event):
-            old = rows.get(job_id)
-            new = apply(old, event, record.seq)
-            if new is old:
-                continue
-            deltas.add(old, new, event)
-            if new is None:
-                del rows[job_id]
-                changed.pop(job_id, None)
-                removed.add(job_id)
-            else:
-                rows[job_id] = changed[job_id] = new
-                removed.discard(job_id)
+        event, job_id = record.event, record.event.job_id
+        old = rows.get(job_id)
+        new = apply(old, event, record.seq)
+        if new is old:
+            continue
+        deltas.add(old, new, event)
+        if new is None:
+            del rows[job_id]
+            changed.pop(job_id, None)
+            removed.add(job_id)
+        else:
+            rows[job_id] = changed[job_id] = new
+            removed.discard(job_id)
     return changed, removed
 
 

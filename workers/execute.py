@@ -44,12 +44,26 @@ class AsyncRunner:
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
-        return asyncio.run_coroutine_threadsafe(
-            asyncio.wait_for(coro, timeout), self.loop).result()
+        """Run ``coro`` on the loop with a timeout, here; raises what it raised."""
+        ok, value = asyncio.run_coroutine_threadsafe(_guard(coro, timeout), self.loop).result()
+        if not ok:
+            raise value
+        return value
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=1)
+        self.thread.join(timeout=5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+async def _guard(coro: Coroutine[Any, Any, Any], timeout: float | None) -> tuple[bool, Any]:
+    """Await ``coro``, catching even SystemExit and KeyboardInterrupt: asyncio would let those
+    stop the loop and every job on it."""
+    try:
+        return True, await asyncio.wait_for(coro, timeout)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        return False, exc
 
 
 def load(row: JobRow) -> Any:

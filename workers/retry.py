@@ -32,7 +32,7 @@ def backoff_schedule(spec: BackoffSpec, tries: int, base: float = 1.0) -> list[f
             return [base * (i + 1) for i in range(n)]
         raise ConfigError(f"backoff {spec!r}: use seconds, a list, 'exponential' or 'linear'")
     if isinstance(spec, int | float):
-        return [float(spec)] * n
+        return [_number(spec, spec)] * n
     delays = [_number(d, spec) for d in spec]
     if not delays:
         return [0.0] * n
@@ -44,8 +44,8 @@ def _number(value: object, spec: object) -> float:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigError(f"backoff {spec!r}: {value!r} is not a number of seconds") from None
-    if number < 0:
-        raise ConfigError(f"backoff {spec!r}: waits cannot be negative")
+    if not 0 <= number < float("inf"):
+        raise ConfigError(f"backoff {spec!r}: waits must be finite and not negative")
     return number
 
 

@@ -96,6 +96,7 @@ class Worker:
         self._running: dict[int, _Slot] = {}
         self._outbox: list[Event] = []
         self._poked = True
+        self._idle = False
         self._stopping = False
         self._hard_stop = False
         self._avg_duration = 0.01
@@ -125,14 +126,21 @@ class Worker:
     def run(self) -> int:
         """Work until stopped; returns the number of attempts finished."""
         watcher = FileWatcher(self.store.path, self.poke) if self.store.path else None
-        self.store.log.on_commit(self.poke)
+        unsubscribe = self.store.log.on_commit(self.poke)
         for i in range(self.concurrency):
             self._spawn(i)
         try:
             self._loop()
         finally:
+            unsubscribe()
             self._shutdown(watcher)
         return self.done
+
+    @property
+    def idle(self) -> bool:
+        """True while the worker waits with no job in hand and no outcome left to write."""
+        with self._cv:
+            return self._idle
 
     def _loop(self) -> None:
         while True:
@@ -155,7 +163,9 @@ class Worker:
                 if busy or self._outbox or (self._poked and limit):
                     self._poked = False
                     continue
+                self._idle = idle
                 self._cv.wait(self._wait_time(now, idle))
+                self._idle = False
 
     def _claim_limit(self, held: int) -> int:
         if self._stopping or self._quota_used():
