@@ -89,6 +89,7 @@ class SqliteLog:
         self.memory = path == ":memory:"
         self.lock = threading.RLock()
         self._in_tx = False
+        self._appended = False
         self._on_commit: list[Callable[[], None]] = []
         if not self.memory and not readonly:
             folder = Path(path).resolve().parent
@@ -123,7 +124,7 @@ class SqliteLog:
         """A write transaction that holds SQLite's write lock from its first statement.
 
         Nested use joins the outer transaction. Listeners added with :meth:`on_commit` run after
-        the outermost commit.
+        the outermost commit, if it appended events.
         """
         with self.lock:
             if self._in_tx:
@@ -131,6 +132,7 @@ class SqliteLog:
                 return
             self._retry_busy(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             self._in_tx = True
+            self._appended = False
             try:
                 yield self.conn
                 self.conn.execute("COMMIT")
@@ -142,8 +144,9 @@ class SqliteLog:
                 raise
             finally:
                 self._in_tx = False
-        for listener in self._on_commit:
-            listener()
+        if self._appended:
+            for listener in self._on_commit:
+                listener()
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` after each write transaction of this process commits; returns the
@@ -209,6 +212,7 @@ class SqliteLog:
             rows.append((seq, e.ts, e.__struct_config__.tag, e.job_id, q, encode(e).decode()))
         self.conn.executemany("INSERT INTO events(seq, ts, type, job_id, queue, body) "
                               "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        self._appended = self._appended or bool(rows)
         return records
 
     def read(self, *, since: int = 0, until: int | None = None, job_id: str | None = None,

@@ -66,7 +66,7 @@ class Store:
             return [rows.get(r.id, r) for r in picked]
 
     def _record(self, events: Sequence[Event], rows: dict[int, JobRow]) -> list[Record]:
-        missing = {e.job_id for e in events} - rows.keys()
+        missing = {e.job_id for e in events if e.job_id} - rows.keys()
         if missing:
             rows.update(self.tables.load(missing))
         queues = [getattr(e, "queue", None) or (rows[e.job_id].queue if e.job_id in rows

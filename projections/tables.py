@@ -92,7 +92,8 @@ class SqliteTables:
     def save(self, rows: Iterable[JobRow], removed: Iterable[int]) -> None:
         conn = self.log.conn
         conn.executemany(_UPSERT_JOB, [msgspec.structs.astuple(r) for r in rows])
-        conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in removed])
+        if removed:
+            conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in removed])
 
     def bump(self, deltas: Deltas) -> None:
         conn = self.log.conn

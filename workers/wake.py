@@ -16,7 +16,9 @@ class FileWatcher:
     """Calls ``on_change`` soon after the database file or its WAL changes, from a thread.
 
     watchfiles groups changes before it reports them; its defaults (``step`` 50 ms, ``debounce``
-    1.6 s) would delay every wake-up, so both are set to a few milliseconds here.
+    1.6 s) would delay every wake-up, so both are set to a few milliseconds here. ``step`` is
+    also how often its thread wakes while idle: 2 ms costs under 1% of a core and adds about
+    3 ms to a wake-up (1 ms: about 1.5% of a core and 1.5 ms).
     """
 
     def __init__(self, db_path: str, on_change: Callable[[], None]) -> None:
@@ -31,7 +33,7 @@ class FileWatcher:
     def _watch(self) -> None:
         try:
             for _ in watchfiles.watch(self._folder, watch_filter=self._relevant, debounce=2,
-                                      step=1, stop_event=self._stop, rust_timeout=500,
+                                      step=2, stop_event=self._stop, rust_timeout=5000,
                                       recursive=False, raise_interrupt=False):
                 self._on_change()
         except Exception as exc:
