@@ -21,8 +21,12 @@ class EvqGroup(TyperGroup):
             code = rv if isinstance(rv, int) else 0
         except typer.TyperException as exc:  # usage mistakes, from typer's own click
             ctx = getattr(exc, "ctx", None)
-            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            code = fail(f"{exc.format_message()}{hint}", getattr(exc, "exit_code", 2))
+            if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                typer.echo(ctx.get_help())  # `evq` or `evq failed` alone: the help, no error
+                code = 0
+            else:
+                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                code = fail(f"{exc.format_message()}{hint}", getattr(exc, "exit_code", 2))
         except EvqError as exc:
             code = fail(str(exc), 1)
         except typer.Abort:

@@ -41,7 +41,7 @@ def query(
         columns = [d[0] for d in cur.description or ()]
         rows = cur.fetchall()
     except sqlite3.Error as exc:
-        if any(w in str(exc) for w in ("readonly", "read-only", "not authorized")):
+        if any(w in str(exc) for w in ("readonly", "read-only", "authoriz")):
             raise EvqError(f"query refused: evq query is read-only ({exc})") from None
         if isinstance(exc, sqlite3.OperationalError | sqlite3.ProgrammingError):
             raise EvqError(f"query failed: {exc}") from None

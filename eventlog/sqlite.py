@@ -106,6 +106,7 @@ class SqliteLog:
             # awaited here instead, in steps from 50 us (see _retry_busy).
             self.conn = sqlite3.connect(target, uri=readonly, isolation_level=None,
                                         check_same_thread=False, timeout=0)
+            self.conn.execute("PRAGMA cache_size=-32000")
             if readonly:
                 self.conn.execute("PRAGMA query_only=1")
                 self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -113,7 +114,6 @@ class SqliteLog:
             else:
                 self._retry_busy(lambda: self.conn.execute("PRAGMA journal_mode=WAL").fetchone())
                 self.conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self.conn.execute("PRAGMA cache_size=-32000")
         except sqlite3.Error as exc:
             raise translate(exc, path) from None
 

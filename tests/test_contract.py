@@ -283,8 +283,10 @@ def test_two_claimers_never_get_the_same_job(queue: evq.Queue) -> None:
 
 
 def _claim_concurrently(url: str, claimers: int) -> list[int]:
-    """Several threads, each with its own connection, claim small batches until none is left."""
+    """Several threads, each with its own connection, claim small batches until none is left;
+    each waits after its first claim until all have made one, so that all of them take part."""
     barrier = threading.Barrier(claimers)
+    first_claims = threading.Barrier(claimers)
     got: list[list[int]] = [[] for _ in range(claimers)]
     errors: list[BaseException] = []
 
@@ -294,6 +296,8 @@ def _claim_concurrently(url: str, claimers: int) -> list[int]:
             barrier.wait(10)
             while True:
                 rows = claim(q, limit=3)
+                if not got[i]:
+                    first_claims.wait(10)
                 got[i].extend(r.id for r in rows)
                 if not rows and not q.store.tables.ready("default", time.time(), 1):
                     return
