@@ -36,8 +36,12 @@ CREATE TABLE IF NOT EXISTS events (
     body   TEXT NOT NULL                       -- the whole event as JSON
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
-CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 """
+
+# Events are appended within moments of their ``ts`` (an outcome waits at most one group
+# commit), so ``ts`` rises with ``seq`` up to this many seconds; times are found by bisecting
+# ``seq`` instead of keeping an index on ``ts``, which would cost every append a page write.
+TS_DISORDER = 60.0
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -215,11 +219,16 @@ class SqliteLog:
         self._appended = self._appended or bool(rows)
         return records
 
-    def read(self, *, since: int = 0, until: int | None = None, job_id: str | None = None,
+    def read(self, *, since: int = 0, until: int | None = None, job_id: int | None = None,
              since_ts: float | None = None, until_ts: float | None = None,
              types: Sequence[str] = (), queue: str | None = None, limit: int | None = None,
              chunk: int = 10_000) -> Iterator[Record]:
         """Events in log order after position ``since``, filtered; read in chunks."""
+        if since_ts is not None:
+            since = max(since, self.seq_before(since_ts - TS_DISORDER))
+        if until_ts is not None:
+            bound = self.seq_before(until_ts + TS_DISORDER, after=True)
+            until = bound if until is None else min(until, bound)
         where, params = ["seq > ?"], [cast(object, since)]
         for clause, value in (("seq <= ?", until), ("job_id = ?", job_id),
                               ("ts >= ?", since_ts), ("ts <= ?", until_ts),
@@ -245,6 +254,25 @@ class SqliteLog:
             params[0] = rows[-1][0]
             if left is not None:
                 left -= len(rows)
+
+    def seq_before(self, ts: float, *, after: bool = False) -> int:
+        """By bisection on ``seq``: the last position whose event is older than ``ts`` (0 if
+        none), or with ``after``, the first one at or past ``ts`` (the end if none)."""
+        lo, hi = self.read_rows("SELECT coalesce(min(seq), 1), coalesce(max(seq), 0) "
+                                "FROM events")[0]
+        first, last = lo, hi
+        while lo <= hi:  # find the first seq whose ts >= ts; positions may have gaps
+            mid = (lo + hi) // 2
+            got = self.read_rows("SELECT seq, ts FROM events WHERE seq >= ? ORDER BY seq "
+                                 "LIMIT 1", (mid,))
+            if not got or got[0][1] >= ts:
+                hi = mid - 1
+            else:
+                lo = got[0][0] + 1
+        # lo is now the first position (or gap before it) with ts >= ts
+        if after:
+            return min(lo, last) if lo <= last else last
+        return max(lo - 1, first - 1, 0)
 
     def last_seq(self) -> int:
         """The position of the newest event (0 for an empty log)."""

@@ -34,8 +34,7 @@ INDEXES = f"""
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(queue, priority DESC, id) WHERE state = '{PENDING}';
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs(queue, run_at) WHERE state = '{PENDING}';
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE state IN ({_HELD});
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queue);
-CREATE INDEX IF NOT EXISTS jobs_name ON jobs(name, state);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 """
 
 _UPSERT_JOB = (f"INSERT INTO jobs({_COLS}) VALUES ({', '.join('?' * len(JOB_COLUMNS))}) "
