@@ -1,0 +1,161 @@
+"""evq's side of each scenario; every function is one repetition and returns its figures."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import evq
+
+from .jobs import Noop
+from .procstat import idle_cpu_percent, latency_figures
+
+ROOT = Path(__file__).resolve().parent.parent  # the directory that holds benchmarks/
+
+
+class BenchError(Exception):
+    """A repetition that could not be measured; its message goes in the table."""
+
+
+def url(db: Path) -> str:
+    return f"sqlite:///{db}"
+
+
+def dispatch_single(n: int, tmp: Path) -> dict[str, float]:
+    q = evq.connect(url(tmp / "single.db"))
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            q.dispatch(Noop(n=i))
+        return {"single": n / (time.perf_counter() - t0)}
+    finally:
+        q.close()
+
+
+def dispatch_bulk(n: int, tmp: Path) -> dict[str, float]:
+    q = evq.connect(url(tmp / "bulk.db"))
+    try:
+        t0 = time.perf_counter()
+        ids = q.dispatch_many([Noop(n=i) for i in range(n)])
+        elapsed = time.perf_counter() - t0
+    finally:
+        q.close()
+    if len(ids) != n:
+        raise BenchError(f"dispatch_many returned {len(ids)} ids for {n} jobs")
+    return {"bulk": n / elapsed}
+
+
+class Runner:
+    """A worker process (benchmarks.evq_runner) and its JSON-lines conversation; its stderr goes
+    to a file (a pipe nobody reads could fill up and block it)."""
+
+    def __init__(self, db: Path, idle: bool = False) -> None:
+        args = [sys.executable, "-m", "benchmarks.evq_runner", url(db), *(["--idle"] if idle
+                                                                          else [])]
+        self.errors = db.with_name(f"{db.name}.{id(self):x}.stderr")
+        with open(self.errors, "w") as err:
+            self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=err, text=True)
+        self.pid: int = self.read("ready")
+
+    def read(self, key: str) -> Any:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(10)
+            raise BenchError(f"worker exited ({self.proc.returncode}): {self.last_error()}")
+        return json.loads(line)[key]
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def started(self) -> float:
+        return self.read("start")
+
+    def finish(self, timeout: float) -> dict[str, Any]:
+        """Close stdin (an idle worker stops then) and wait for the final line."""
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise BenchError(f"worker still running after {timeout:.0f} s") from None
+        if self.proc.returncode != 0 or not out.strip():
+            raise BenchError(f"worker exited ({self.proc.returncode}): {self.last_error()}")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def last_error(self) -> str:
+        lines = self.errors.read_text().strip().splitlines()
+        return lines[-1] if lines else "no output"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def drain(n: int, workers: int, tmp: Path) -> dict[str, float]:
+    db = tmp / f"drain{workers}.db"
+    q = evq.connect(url(db))
+    q.dispatch_many([Noop(n=i) for i in range(n)])
+    q.close()
+    runners: list[Runner] = []
+    try:
+        runners = [Runner(db) for _ in range(workers)]
+        for r in runners:
+            r.go()
+        start = min(r.started() for r in runners)
+        for r in runners:
+            r.finish(timeout=600)
+    finally:
+        for r in runners:
+            r.kill()
+    with sqlite3.connect(db) as conn:
+        count, distinct, last = conn.execute(
+            "SELECT count(*), count(DISTINCT job_id), max(ts) FROM events "
+            "WHERE type = 'JobSucceeded'").fetchone()
+    conn.close()
+    if distinct != n:
+        raise BenchError(f"{distinct} of {n} jobs have a JobSucceeded event")
+    if count != n:
+        raise BenchError(f"{count} JobSucceeded events for {n} jobs (some ran twice)")
+    return {f"{workers} worker{'s' if workers > 1 else ''}": n / (last - start)}
+
+
+def latency(n: int, gap: float, idle_wait: float, cpu_window: float,
+            tmp: Path) -> tuple[dict[str, float], list[float]]:
+    db = tmp / "latency.db"
+    q = evq.connect(url(db))
+    runner = Runner(db, idle=True)
+    try:
+        runner.go()
+        runner.started()
+        time.sleep(idle_wait)
+        cpu = idle_cpu_percent(runner.pid, cpu_window)
+        due = time.monotonic()
+        for i in range(n):
+            q.dispatch(Noop(n=i))
+            due += gap
+            time.sleep(max(0.0, due - time.monotonic()))
+        deadline = time.monotonic() + 60
+        while q.store.log.read_rows(
+                "SELECT count(*) FROM events WHERE type = 'JobStarted'")[0][0] < n:
+            if time.monotonic() > deadline:
+                raise BenchError("not every job started within 60 s")
+            time.sleep(0.05)
+        runner.finish(timeout=60)
+        rows = q.store.log.read_rows("SELECT job_id, type, ts FROM events WHERE type IN "
+                                     "('JobDispatched', 'JobStarted') ORDER BY seq")
+    finally:
+        runner.kill()
+        q.close()
+    dispatched = {job: ts for job, kind, ts in rows if kind == "JobDispatched"}
+    started = {job: ts for job, kind, ts in rows if kind == "JobStarted"}
+    samples = [(started[j] - dispatched[j]) * 1000 for j in dispatched]
+    return latency_figures(samples, cpu), samples

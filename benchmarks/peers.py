@@ -1,0 +1,92 @@
+"""Peers in their own virtual environments (never dependencies of evq): made on first use under
+``benchmarks/.venvs/NAME`` with ``python -m venv`` and pip, then run as subprocesses that print
+their figures as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+VENVS = Path(os.environ.get("EVQ_BENCH_VENVS") or HERE / ".venvs")
+
+
+class PeerError(Exception):
+    """The peer could not be set up or run; the message is the table's reason."""
+
+
+_ready: dict[str, Path | PeerError] = {}
+
+
+def python(name: str, requirement: str, module: str, log: Any = None) -> Path:
+    """The Python of venv ``name``, made and ``requirement`` installed on first use, such that
+    ``import module`` works. Raises PeerError (the same one for the rest of the run) if not."""
+    if name not in _ready:
+        try:
+            _ready[name] = _make(VENVS / name, requirement, module, log)
+        except PeerError as exc:
+            _ready[name] = exc
+    got = _ready[name]
+    if isinstance(got, PeerError):
+        raise got
+    return got
+
+
+def _make(venv: Path, requirement: str, module: str, log: Any) -> Path:
+    exe = venv / "bin" / "python"
+    if exe.exists() and _imports(exe, module):
+        return exe
+    if log:
+        log(f"making {venv} and installing {requirement} (first use)")
+    _run([sys.executable, "-m", "venv", "--clear", str(venv)], "python -m venv", 300)
+    _run([str(exe), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+          requirement], f"pip install {requirement}", 600)
+    if not _imports(exe, module):
+        raise PeerError(f"{module} does not import in {venv}")
+    return exe
+
+
+def _imports(exe: Path, module: str) -> bool:
+    try:
+        return subprocess.run([str(exe), "-c", f"import {module}"], capture_output=True,
+                              timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _run(args: list[str], what: str, timeout: float) -> None:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PeerError(f"{what}: timed out after {timeout:.0f} s") from None
+    except OSError as exc:
+        raise PeerError(f"{what}: {exc}") from None
+    if done.returncode != 0:
+        raise PeerError(f"{what}: {_last_line(done.stderr or done.stdout)}")
+
+
+def run(exe: Path, script: str, args: list[object], timeout: float) -> dict[str, Any]:
+    """Run ``script`` (beside this file) with ``exe``; its last stdout line as JSON."""
+    what = f"{Path(script).stem} {args[0]}"
+    try:
+        done = subprocess.run([str(exe), str(HERE / script), *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PeerError(f"{what}: timed out after {timeout:.0f} s") from None
+    except OSError as exc:
+        raise PeerError(f"{what}: {exc}") from None
+    if done.returncode != 0 or not done.stdout.strip():
+        raise PeerError(_last_line(done.stderr) or f"{what}: exit code {done.returncode}")
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except json.JSONDecodeError:
+        raise PeerError(f"{what}: not JSON: {_last_line(done.stdout)}") from None
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
