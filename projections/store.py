@@ -73,8 +73,9 @@ class Store:
                                                 else None) for e in events]
         records = self.log.append(events, queues)
         deltas = Deltas()
+        before = dict(rows)
         changed, removed = _apply_all(records, rows, deltas)
-        self.tables.save(changed.values(), removed)
+        self.tables.save(changed.values(), removed, before)
         self.tables.bump(deltas)
         return records
 
@@ -100,7 +101,7 @@ class Store:
         with target.log.transaction():
             _apply_all(records(), rows, deltas)
             target.tables.reset()
-            target.tables.save(rows.values(), ())
+            target.tables.save(rows.values(), (), {})
             target.tables.bump(deltas)
         return count
 

@@ -7,7 +7,8 @@ Every write happens inside the log's transaction; the reads are what workers and
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 import sqlite_utils
@@ -16,6 +17,8 @@ from evq.eventlog.sqlite import SqliteLog, run_script
 
 from .apply import Deltas
 from .model import (
+    CANCELLED,
+    FAILED,
     HELD,
     JOB_COLUMNS,
     PENDING,
@@ -27,19 +30,35 @@ from .model import (
 )
 
 _COLS = ", ".join(JOB_COLUMNS)
-_HELD = ", ".join(f"'{s}'" for s in HELD)
+
+# Every index on ``jobs`` is partial: it holds the rows of some states only, so the other state
+# changes of a job cost no write to it. SQLite uses a partial index only for a query whose WHERE
+# repeats the index's condition word for word, so the conditions are named here and the queries
+# below reuse them.
+READY = f"state = '{PENDING}'"
+DELAYED = f"state = '{PENDING}' AND run_at > dispatched_at"  # dispatched with a delay, or a retry
+HELD_NOW = f"state IN ({', '.join(repr(s) for s in HELD)})"
+STOPPED = f"state IN ('{FAILED}', '{CANCELLED}')"
 
 INDEXES = f"""
 -- claim order within a queue: priority, then dispatch order (ids are time-ordered)
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(queue, priority DESC, id) WHERE state = '{PENDING}';
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs(queue, run_at) WHERE state = '{PENDING}';
-CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE state IN ({_HELD});
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(queue, priority DESC, id, run_at) WHERE {READY};
+CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs(queue, run_at) WHERE {DELAYED};
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE {HELD_NOW};
+CREATE INDEX IF NOT EXISTS jobs_stopped ON jobs(state, id) WHERE {STOPPED};
 """
 
-_UPSERT_JOB = (f"INSERT INTO jobs({_COLS}) VALUES ({', '.join('?' * len(JOB_COLUMNS))}) "
-               f"ON CONFLICT(id) DO UPDATE SET "
-               + ", ".join(f"{c} = excluded.{c}" for c in JOB_COLUMNS[1:]))
+# For find(): the partial index that covers a set of states, and its condition.
+_COVERING = ((frozenset([PENDING]), "jobs_ready", READY),
+             (frozenset(HELD), "jobs_leases", HELD_NOW),
+             (frozenset([FAILED, CANCELLED]), "jobs_stopped", STOPPED))
+
+_INSERT_JOB = f"INSERT INTO jobs({_COLS}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})"
+
+
+def _update_sql(columns: tuple[int, ...]) -> str:
+    return (f"UPDATE jobs SET {', '.join(f'{JOB_COLUMNS[i]} = ?' for i in columns)} "
+            "WHERE id = ?")
 
 
 def _bump_sql(table: str, key: str, fields: Sequence[str]) -> str:
@@ -88,9 +107,27 @@ class SqliteTables:
                 found[t[0]] = JobRow(*t)
         return found
 
-    def save(self, rows: Iterable[JobRow], removed: Iterable[int]) -> None:
+    def save(self, rows: Iterable[JobRow], removed: Iterable[int],
+             before: Mapping[int, JobRow]) -> None:
+        """Write changed rows: new ones inserted, the others updated in the columns that
+        changed only (an UPDATE that sets every column rewrites every index entry)."""
         conn = self.log.conn
-        conn.executemany(_UPSERT_JOB, [msgspec.structs.astuple(r) for r in rows])
+        astuple = msgspec.structs.astuple
+        inserts: list[tuple] = []
+        updates: defaultdict[tuple[int, ...], list[list]] = defaultdict(list)
+        for row in rows:
+            new, old = astuple(row), before.get(row.id)
+            if old is None:
+                inserts.append(new)
+                continue
+            was = astuple(old)
+            columns = tuple(i for i in range(1, len(new)) if new[i] != was[i])
+            if columns:
+                updates[columns].append([*(new[i] for i in columns), row.id])
+        if inserts:
+            conn.executemany(_INSERT_JOB, inserts)
+        for columns, values in updates.items():
+            conn.executemany(_update_sql(columns), values)
         if removed:
             conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in removed])
 
@@ -109,30 +146,33 @@ class SqliteTables:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def _rows(self, where: str, params: Sequence[object], tail: str = "") -> list[JobRow]:
+    def _rows(self, where: str, params: Sequence[object], tail: str = "",
+              index: str | None = None) -> list[JobRow]:
+        using = f" INDEXED BY {index}" if index else ""
         return [JobRow(*t) for t in self.log.read_rows(
-            f"SELECT {_COLS} FROM jobs WHERE {where} {tail}", params)]
+            f"SELECT {_COLS} FROM jobs{using} WHERE {where} {tail}", params)]
 
     def ready(self, queue: str, now: float, limit: int) -> list[JobRow]:
         """Jobs of ``queue`` that may be claimed now, in claim order."""
-        return self._rows(f"queue = ? AND state = '{PENDING}' AND run_at <= ?", (queue, now),
-                          f"ORDER BY priority DESC, id LIMIT {int(limit)}")
+        return self._rows(f"queue = ? AND {READY} AND run_at <= ?", (queue, now),
+                          f"ORDER BY priority DESC, id LIMIT {int(limit)}", "jobs_ready")
 
     def expired(self, now: float, limit: int = 1000) -> list[JobRow]:
         """Held jobs whose lease ran out before ``now``."""
-        return self._rows(f"state IN ({_HELD}) AND lease_expires < ?", (now,),
+        return self._rows(f"{HELD_NOW} AND lease_expires < ?", (now,),
                           f"ORDER BY lease_expires LIMIT {int(limit)}")
 
     def next_due(self, queues: Sequence[str]) -> float | None:
-        """The earliest ``run_at`` of a pending job in ``queues``."""
+        """The earliest ``run_at`` of a delayed job in ``queues`` (a worker asks when it has
+        found nothing ready)."""
         got = [self.log.read_rows(
-            f"SELECT min(run_at) FROM jobs WHERE queue = ? AND state = '{PENDING}'", (q,))[0][0]
+            f"SELECT min(run_at) FROM jobs WHERE queue = ? AND {DELAYED}", (q,))[0][0]
             for q in queues]
         return min((t for t in got if t is not None), default=None)
 
     def next_lease_expiry(self) -> float | None:
         return self.log.read_rows(
-            f"SELECT min(lease_expires) FROM jobs WHERE state IN ({_HELD})")[0][0]
+            f"SELECT min(lease_expires) FROM jobs WHERE {HELD_NOW}")[0][0]
 
     def get(self, job_id: int) -> JobRow | None:
         rows = self._rows("id = ?", (job_id,))
@@ -145,20 +185,29 @@ class SqliteTables:
         """Jobs matching every given filter, in dispatch order."""
         where: list[str] = ["1"]
         params: list[object] = []
+        index = None  # without one, ORDER BY id LIMIT tempts SQLite to scan every job
         if states:
             where.append(f"state IN ({','.join('?' * len(states))})")
             params.extend(states)
+            cover = next(((i, c) for s, i, c in _COVERING if s >= set(states)), None)
+            if cover is not None:
+                index = cover[0]
+                where.append(cover[1])
+        if due_after is not None:
+            where.append(DELAYED)
+            index = "jobs_delayed"
         for clause, value in (("queue = ?", queue), ("name = ?", name),
                               ("run_at <= ?", due_before), ("run_at > ?", due_after)):
             if value is not None:
                 where.append(clause)
                 params.append(value)
         order = "DESC" if newest_first else ""
-        return self._rows(" AND ".join(where), params, f"ORDER BY id {order} LIMIT {int(limit)}")
+        return self._rows(" AND ".join(where), params, f"ORDER BY id {order} LIMIT {int(limit)}",
+                          index)
 
     def pending_ids(self, queue: str) -> list[int]:
         return [i for (i,) in self.log.read_rows(
-            f"SELECT id FROM jobs WHERE queue = ? AND state = '{PENDING}' ORDER BY id", (queue,))]
+            f"SELECT id FROM jobs WHERE queue = ? AND {READY} ORDER BY id", (queue,))]
 
     def queue_counts(self) -> list[QueueCounts]:
         return [QueueCounts(*t) for t in self.log.read_rows(
@@ -167,7 +216,7 @@ class SqliteTables:
     def delayed_counts(self, now: float) -> dict[str, int]:
         """Pending jobs per queue whose ``run_at`` is still ahead."""
         return dict(self.log.read_rows(
-            f"SELECT queue, count(*) FROM jobs WHERE state = '{PENDING}' AND run_at > ? "
+            f"SELECT queue, count(*) FROM jobs WHERE {DELAYED} AND run_at > ? "
             "GROUP BY queue", (now,)))
 
     def type_stats(self) -> list[JobTypeStats]:
