@@ -28,7 +28,7 @@ SCHEMA_VERSION = 1
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS events (
-    seq    INTEGER PRIMARY KEY AUTOINCREMENT,  -- position in the log, in commit order
+    seq    INTEGER PRIMARY KEY,                -- position in the log, in commit order
     ts     REAL NOT NULL,                      -- when the event happened (unix seconds)
     type   TEXT NOT NULL,                      -- the event type, e.g. 'JobDispatched'
     job_id INTEGER NOT NULL,
@@ -210,8 +210,10 @@ class SqliteLog:
     def append(self, events: Sequence[Event], queues: Sequence[str | None]) -> list[Record]:
         """Append events (inside :meth:`transaction`); returns them as stored, with their
         positions, an event with ``job_id`` 0 having taken its position as its job id."""
-        got = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        seq = got[0] if got else 0
+        # Appends hold the write lock and no event is ever deleted (archiving keeps the newest),
+        # so the next position is one past the largest: no AUTOINCREMENT, whose sqlite_sequence
+        # row would cost every transaction one more page.
+        seq = self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
         records: list[Record] = []
         rows = []
         for e, q in zip(events, queues, strict=True):
