@@ -20,13 +20,18 @@ from msgspec.structs import replace
 
 from .codec import Record, decode, encode
 from .errors import DecodeError, StoreBusy, StoreError
-from .events import Event
+from .events import Event, JobDispatched
 
 _T = TypeVar("_T")
 
 SCHEMA_VERSION = 1
 
-EVENTS_DDL = """
+# A job's id is the position of its JobDispatched event, so that event needs no entry in the index
+# of events by job (one page less per dispatch); reads by job look it up by position instead.
+NOT_DISPATCH = "type <> 'JobDispatched'"
+_BY_JOB = f"((seq = ? AND type = 'JobDispatched') OR (job_id = ? AND {NOT_DISPATCH}))"
+
+EVENTS_DDL = f"""
 CREATE TABLE IF NOT EXISTS events (
     seq    INTEGER PRIMARY KEY,                -- position in the log, in commit order
     ts     REAL NOT NULL,                      -- when the event happened (unix seconds)
@@ -35,7 +40,7 @@ CREATE TABLE IF NOT EXISTS events (
     queue  TEXT,
     body   TEXT NOT NULL                       -- the whole event as JSON
 );
-CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq) WHERE {NOT_DISPATCH};
 """
 
 # Events are appended within moments of their ``ts`` (an outcome waits at most one group
@@ -218,7 +223,10 @@ class SqliteLog:
         rows = []
         for e, q in zip(events, queues, strict=True):
             seq += 1
-            if not e.job_id:
+            if isinstance(e, JobDispatched):
+                if e.job_id not in (0, seq):
+                    raise ValueError(f"a JobDispatched takes its position as its job id: "
+                                     f"{e.job_id} given at position {seq}")
                 e = replace(e, job_id=seq)
             records.append(Record(seq, e))  # type: ignore[arg-type]
             rows.append((seq, e.ts, e.__struct_config__.tag, e.job_id, q, encode(e).decode()))
@@ -238,7 +246,10 @@ class SqliteLog:
             bound = self.seq_before(until_ts + TS_DISORDER, after=True)
             until = bound if until is None else min(until, bound)
         where, params = ["seq > ?"], [cast(object, since)]
-        for clause, value in (("seq <= ?", until), ("job_id = ?", job_id),
+        if job_id is not None:
+            where.append(_BY_JOB)
+            params += [job_id, job_id]
+        for clause, value in (("seq <= ?", until),
                               ("ts >= ?", since_ts), ("ts <= ?", until_ts),
                               ("queue = ?", queue)):
             if value is not None:
