@@ -122,43 +122,41 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
 
 
 class Deltas:
-    """Increments of the counter tables, gathered over the events of one transaction."""
+    """Increments of the ``counts`` table, gathered over the events of one transaction."""
 
     def __init__(self) -> None:
-        self.queues: defaultdict[str, defaultdict[str, int]] = defaultdict(
+        self.counts: defaultdict[tuple[str, str], defaultdict[str, float]] = defaultdict(
             lambda: defaultdict(int))
-        self.types: defaultdict[str, defaultdict[str, float]] = defaultdict(
-            lambda: defaultdict(float))
 
     def add(self, old: JobRow | None, new: JobRow | None, event: Event) -> None:
         """Count the effect of one applied event (``new is old``: it changed nothing)."""
         if new is old:
             return
-        if old is not None and (new is None or old.state != new.state):
-            self.queues[old.queue][old.state] -= 1
-        if new is not None and (old is None or old.state != new.state):
-            self.queues[new.queue][new.state] += 1
         row = new or old
         assert row is not None
-        t = self.types[row.name]
+        c = self.counts[row.queue, row.name]
+        if old is not None and (new is None or old.state != new.state):
+            c[old.state] -= 1
+        if new is not None and (old is None or old.state != new.state):
+            c[new.state] += 1
         match event:
             case JobDispatched():
-                t["dispatched"] += 1
+                c["dispatched"] += 1
             case JobStarted():
-                t["started"] += 1
-                t["total_wait"] += row.wait or 0.0
+                c["started"] += 1
+                c["total_wait"] += row.wait or 0.0
             case JobSucceeded():
-                t["succeeded"] += 1
-                t["total_duration"] += event.duration
+                c["successes"] += 1
+                c["total_duration"] += event.duration
             case JobTimedOut():
-                t["failures"] += 1
-                t["timed_out"] += 1
+                c["failures"] += 1
+                c["timed_out"] += 1
             case JobFailed() | LeaseExpired():
-                t["failures"] += 1
+                c["failures"] += 1
             case JobRetryScheduled():
-                t["retried"] += 1
+                c["retried"] += 1
             case JobDead():
-                t["dead"] += 1
+                c["dead"] += 1
 
     def __bool__(self) -> bool:
-        return bool(self.queues or self.types)
+        return bool(self.counts)

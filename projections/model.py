@@ -51,7 +51,7 @@ class JobRow(msgspec.Struct, frozen=True):
 
 
 class QueueCounts(msgspec.Struct):
-    """The ``queue_stats`` table: how many jobs of one queue are in each state."""
+    """The ``queue_stats`` view: how many jobs of one queue are in each state."""
 
     queue: str
     pending: int = 0
@@ -63,7 +63,7 @@ class QueueCounts(msgspec.Struct):
 
 
 class JobTypeStats(msgspec.Struct):
-    """The ``job_type_stats`` table: running totals per job name."""
+    """The ``job_type_stats`` view: running totals per job name."""
 
     name: str
     dispatched: int = 0
@@ -77,6 +77,36 @@ class JobTypeStats(msgspec.Struct):
     total_wait: float = 0.0  # over all starts
 
 
+class Counts(msgspec.Struct):
+    """The ``counts`` table: for one queue and job name, how many jobs are in each state now,
+    and running totals of what happened to them.
+
+    ``queue_stats`` and ``job_type_stats`` are views that sum it by queue and by name: one row
+    per pair costs a transaction one page write where a table per view cost two, and it answers
+    which job types fail in which queue.
+    """
+
+    queue: str
+    name: str
+    pending: int = 0
+    leased: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    dispatched: int = 0
+    started: int = 0
+    successes: int = 0  # job_type_stats.succeeded
+    failures: int = 0
+    timed_out: int = 0
+    retried: int = 0
+    dead: int = 0
+    total_duration: float = 0.0
+    total_wait: float = 0.0
+
+
 JOB_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobRow))
 QUEUE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(QueueCounts))
 TYPE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobTypeStats))
+COUNT_COLUMNS = tuple(f.name for f in msgspec.structs.fields(Counts))
+TYPE_SOURCES = {"succeeded": "successes"}  # job_type_stats columns named otherwise in counts

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from evq.eventlog.codec import Record
@@ -20,7 +19,7 @@ from evq.eventlog.events import Event
 from evq.eventlog.sqlite import SqliteLog
 
 from .apply import Deltas, apply
-from .model import JobRow
+from .model import Counts, JobRow
 from .tables import SqliteTables
 
 Select = Callable[[SqliteTables], Iterable[JobRow]]
@@ -120,21 +119,21 @@ class Store:
         """Every difference between this store's projections and ``other``'s."""
         mine, theirs = self.tables.dump(), other.tables.dump()
         out: list[str] = []
-        for label, a, b, key in (("job", mine[0], theirs[0], "id"),
-                                 ("queue_stats", _nonzero(mine[1]), _nonzero(theirs[1]), "queue"),
-                                 ("job_type_stats", mine[2], theirs[2], "name")):
-            left = {getattr(r, key): r for r in a}
-            right = {getattr(r, key): r for r in b}
+        for label, a, b, key in (("job", mine[0], theirs[0], ("id",)),
+                                 ("counts", _nonzero(mine[1]), _nonzero(theirs[1]),
+                                  ("queue", "name"))):
+            left = {tuple(getattr(r, k) for k in key): r for r in a}
+            right = {tuple(getattr(r, k) for k in key): r for r in b}
             for k in sorted(left.keys() | right.keys()):
-                x, y = left.get(k), right.get(k)
+                x, y, where = left.get(k), right.get(k), f"{label} {'/'.join(map(str, k))}"
                 if x is None or y is None:
-                    out.append(f"{label} {k}: only in {'rebuild' if x is None else 'live'}")
+                    out.append(f"{where}: only in {'rebuild' if x is None else 'live'}")
                     continue
                 for field in x.__struct_fields__:
                     u, v = getattr(x, field), getattr(y, field)
                     if u != v and not (isinstance(u, float) and isinstance(v, float)
                                        and math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-9)):
-                        out.append(f"{label} {k}: {field} is {u!r} live, {v!r} rebuilt")
+                        out.append(f"{where}: {field} is {u!r} live, {v!r} rebuilt")
         return out
 
     # -- change notification -------------------------------------------------------------------
@@ -175,8 +174,8 @@ def _apply_all(records: Iterable[Record], rows: dict[int, JobRow],
     return changed, removed
 
 
-def _nonzero(counts: list[Any]) -> list[Any]:
-    return [c for c in counts if any(getattr(c, f) for f in c.__struct_fields__[1:])]
+def _nonzero(counts: list[Counts]) -> list[Counts]:
+    return [c for c in counts if any(getattr(c, f) for f in c.__struct_fields__[2:])]
 
 
 def sqlite_path(url: str) -> str:

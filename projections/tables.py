@@ -1,4 +1,5 @@
-"""The projection tables in SQLite (``jobs``, ``queue_stats``, ``job_type_stats``), and queries.
+"""The projection tables in SQLite (``jobs``, ``counts`` and its views ``queue_stats`` and
+``job_type_stats``), and queries.
 
 The tables are created from the structs in :mod:`model`, so a column and its field cannot drift.
 Every write happens inside the log's transaction; the reads are what workers and commands ask.
@@ -18,12 +19,15 @@ from evq.eventlog.sqlite import SqliteLog, run_script
 from .apply import Deltas
 from .model import (
     CANCELLED,
+    COUNT_COLUMNS,
     FAILED,
     HELD,
     JOB_COLUMNS,
     PENDING,
     QUEUE_COLUMNS,
     TYPE_COLUMNS,
+    TYPE_SOURCES,
+    Counts,
     JobRow,
     JobTypeStats,
     QueueCounts,
@@ -61,14 +65,21 @@ def _update_sql(columns: tuple[int, ...]) -> str:
             "WHERE id = ?")
 
 
-def _bump_sql(table: str, key: str, fields: Sequence[str]) -> str:
-    return (f"INSERT INTO {table}({key}, {', '.join(fields)}) "
-            f"VALUES ({', '.join('?' * (len(fields) + 1))}) ON CONFLICT({key}) DO UPDATE SET "
-            + ", ".join(f"{f} = {f} + excluded.{f}" for f in fields))
+_TOTALS = COUNT_COLUMNS[2:]
+_BUMP = (f"INSERT INTO counts({', '.join(COUNT_COLUMNS)}) "
+         f"VALUES ({', '.join('?' * len(COUNT_COLUMNS))}) ON CONFLICT(queue, name) DO UPDATE SET "
+         + ", ".join(f"{f} = {f} + excluded.{f}" for f in _TOTALS))
 
 
-_BUMP_QUEUE = _bump_sql("queue_stats", "queue", QUEUE_COLUMNS[1:])
-_BUMP_TYPE = _bump_sql("job_type_stats", "name", TYPE_COLUMNS[1:])
+def _view(name: str, key: str, columns: Sequence[str]) -> str:
+    sums = ", ".join(f"sum({TYPE_SOURCES.get(c, c) if key == 'name' else c}) AS {c}"
+                     for c in columns[1:])
+    return (f"CREATE VIEW IF NOT EXISTS {name} AS SELECT {key}, {sums} FROM counts "
+            f"GROUP BY {key}")
+
+
+VIEWS = ";".join((_view("queue_stats", "queue", QUEUE_COLUMNS),
+                  _view("job_type_stats", "name", TYPE_COLUMNS)))
 
 
 def _columns(struct: type) -> dict[str, type]:
@@ -91,9 +102,9 @@ class SqliteTables:
         """Create the tables and indexes (inside the schema transaction)."""
         db = sqlite_utils.Database(conn)
         db.table("jobs").create(_columns(JobRow), pk="id", if_not_exists=True)
-        db.table("queue_stats").create(_columns(QueueCounts), pk="queue", if_not_exists=True)
-        db.table("job_type_stats").create(_columns(JobTypeStats), pk="name", if_not_exists=True)
+        db.table("counts").create(_columns(Counts), pk=("queue", "name"), if_not_exists=True)
         run_script(conn, INDEXES)
+        run_script(conn, VIEWS)
 
     # -- writes (inside a transaction) ---------------------------------------------------------
 
@@ -132,16 +143,12 @@ class SqliteTables:
             conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in removed])
 
     def bump(self, deltas: Deltas) -> None:
-        conn = self.log.conn
-        if deltas.queues:
-            conn.executemany(_BUMP_QUEUE, [
-                (q, *(d.get(f, 0) for f in QUEUE_COLUMNS[1:])) for q, d in deltas.queues.items()])
-        if deltas.types:
-            conn.executemany(_BUMP_TYPE, [
-                (n, *(d.get(f, 0) for f in TYPE_COLUMNS[1:])) for n, d in deltas.types.items()])
+        if deltas.counts:
+            self.log.conn.executemany(_BUMP, [
+                (q, n, *(d.get(f, 0) for f in _TOTALS)) for (q, n), d in deltas.counts.items()])
 
     def reset(self) -> None:
-        for table in ("jobs", "queue_stats", "job_type_stats"):
+        for table in ("jobs", "counts"):
             self.log.conn.execute(f"DELETE FROM {table}")
 
     # -- reads ---------------------------------------------------------------------------------
@@ -232,7 +239,11 @@ class SqliteTables:
             f"IS NOT NULL ORDER BY id DESC LIMIT {int(limit)}", (name,))
         return sorted(v for (v,) in got)
 
-    def dump(self) -> tuple[list[JobRow], list[QueueCounts], list[JobTypeStats]]:
+    def counts(self) -> list[Counts]:
+        return [Counts(*t) for t in self.log.read_rows(
+            f"SELECT {', '.join(COUNT_COLUMNS)} FROM counts ORDER BY queue, name")]
+
+    def dump(self) -> tuple[list[JobRow], list[Counts]]:
         """Every row of every projection table, in key order: what a rebuild must reproduce."""
-        return self._rows("1", (), "ORDER BY id"), self.queue_counts(), self.type_stats()
+        return self._rows("1", (), "ORDER BY id"), self.counts()
 

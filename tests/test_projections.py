@@ -323,9 +323,10 @@ def test_deltas_count_state_changes_and_outcomes() -> None:
         new = apply(row, event, seq)
         deltas.add(row, new, event)
         row = new
-    assert dict(deltas.queues["q"]) == {"pending": 0, "leased": 0, "running": 0, "succeeded": 1}
-    t = deltas.types["n"]
-    assert (t["dispatched"], t["started"], t["succeeded"], t["failures"], t["retried"]) == (
+    t = deltas.counts["q", "n"]
+    assert {s: t[s] for s in ("pending", "leased", "running", "succeeded")} == {
+        "pending": 0, "leased": 0, "running": 0, "succeeded": 1}
+    assert (t["dispatched"], t["started"], t["successes"], t["failures"], t["retried"]) == (
         1, 2, 1, 1, 1)
     assert t["total_duration"] == 1.0
     assert t["total_wait"] == pytest.approx(3.0 + 2.0)
