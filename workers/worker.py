@@ -103,6 +103,7 @@ class Worker:
         self._leases: dict[int, float] = {}  # job id -> lease expiry, for jobs held here
         self._async: AsyncRunner | None = None
         self._threads: list[threading.Thread] = []
+        self._watcher: FileWatcher | None = None
         self._next_heartbeat = 0.0
         self._next_expiry_check = 0.0
 
@@ -125,7 +126,7 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped; returns the number of attempts finished."""
-        watcher = FileWatcher(self.store.path, self.poke) if self.store.path else None
+        self._watcher = FileWatcher(self.store.path, self.poke) if self.store.path else None
         unsubscribe = self.store.log.on_commit(self.poke)
         for i in range(self.concurrency):
             self._spawn(i)
@@ -133,7 +134,7 @@ class Worker:
             self._loop()
         finally:
             unsubscribe()
-            self._shutdown(watcher)
+            self._shutdown()
         return self.done
 
     @property
@@ -164,8 +165,12 @@ class Worker:
                     self._poked = False
                     continue
                 self._idle = idle
+                if self._watcher and limit:  # a change in the store may bring work
+                    self._watcher.arm()
                 self._cv.wait(self._wait_time(now, idle))
                 self._idle = False
+            if self._watcher:
+                self._watcher.disarm()
 
     def _claim_limit(self, held: int) -> int:
         if self._stopping or self._quota_used():
@@ -353,7 +358,7 @@ class Worker:
 
     # -- stopping ------------------------------------------------------------------------------
 
-    def _shutdown(self, watcher: FileWatcher | None) -> None:
+    def _shutdown(self) -> None:
         with self._cv:
             unstarted = list(self._todo)
             self._todo.clear()
@@ -370,7 +375,8 @@ class Worker:
                 self._outbox.extend(release)
             with contextlib.suppress(EvqError):
                 self._flush()
-        if watcher:
-            watcher.close()
+        if self._watcher:
+            self._watcher.close()
+            self._watcher = None
         if self._async:
             self._async.close()
