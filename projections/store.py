@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
+from msgspec.structs import replace
+
 from evq.eventlog.codec import Record
 from evq.eventlog.errors import ConfigError
 from evq.eventlog.events import Event
@@ -20,7 +22,7 @@ from evq.eventlog.sqlite import SqliteLog
 
 from .apply import Deltas, apply
 from .model import Counts, JobRow
-from .tables import SqliteTables
+from .tables import SqliteTables, row_writes
 
 Select = Callable[[SqliteTables], Iterable[JobRow]]
 Decide = Callable[[JobRow], Sequence[Event]]
@@ -45,11 +47,36 @@ class Store:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def append(self, events: Sequence[Event]) -> list[Record]:
+    def append(self, events: Sequence[Event],
+               held: dict[int, JobRow] | None = None) -> list[Record]:
         """Append events and apply them to the projections, atomically; returns them as stored
-        (an event appended with ``job_id`` 0 has taken its ``seq`` as its job id)."""
+        (an event appended with ``job_id`` 0 has taken its ``seq`` as its job id).
+
+        ``held``: the caller's copies of the rows of the jobs the events concern (a worker's
+        jobs), updated here to the rows after the events. If it has every one of them, the
+        events are applied to the copies before the write lock is taken, and the lock is held
+        only to check that no row changed meanwhile (by ``last_seq``) and to write; if one did,
+        the events are applied to the rows as stored, as without ``held``.
+        """
+        ready = None
+        if held is not None and all(e.job_id in held for e in events):
+            ready = _Applied(events, held)
         with self.log.transaction():
-            return self._record(events, {})
+            if ready is not None and ready.still_current(self.tables):
+                records = self.log.append(events, ready.queues)
+                self.tables.save(ready.writes, records[0].seq - 1)
+                self.tables.bump(ready.deltas)
+                ready.update(held, records[0].seq - 1)  # type: ignore[arg-type]
+                return records
+            rows: dict[int, JobRow] = {}
+            records = self._record(events, rows)
+        if held is not None:
+            for job_id in {e.job_id for e in events}:
+                if job_id in rows:
+                    held[job_id] = rows[job_id]
+                else:
+                    held.pop(job_id, None)
+        return records
 
     def transact(self, select: Select, decide: Decide) -> list[JobRow]:
         """In one transaction: pick rows, append the events ``decide`` returns for each, apply
@@ -74,7 +101,7 @@ class Store:
         deltas = Deltas()
         before = dict(rows)
         changed, removed = _apply_all(records, rows, deltas)
-        self.tables.save(changed.values(), removed, before)
+        self.tables.save(row_writes(changed.values(), removed, before))
         self.tables.bump(deltas)
         return records
 
@@ -100,7 +127,7 @@ class Store:
         with target.log.transaction():
             _apply_all(records(), rows, deltas)
             target.tables.reset()
-            target.tables.save(rows.values(), (), {})
+            target.tables.save(row_writes(rows.values(), (), {}))
             target.tables.bump(deltas)
         return count
 
@@ -150,6 +177,31 @@ class Store:
 
     def close(self) -> None:
         self.log.close()
+
+
+class _Applied:
+    """Events applied to a caller's copies of their rows, before the write lock is taken. The
+    events' positions are not known yet: the rows' ``last_seq`` count from 0 until
+    :meth:`update`."""
+
+    def __init__(self, events: Sequence[Event], held: dict[int, JobRow]) -> None:
+        self.before = {e.job_id: held[e.job_id] for e in events}
+        self.queues: list[str | None] = [self.before[e.job_id].queue for e in events]
+        rows = dict(self.before)
+        self.deltas = Deltas()
+        records = [Record(i, e) for i, e in enumerate(events, 1)]  # type: ignore[arg-type]
+        self.changed, self.removed = _apply_all(records, rows, self.deltas)
+        self.writes = row_writes(self.changed.values(), self.removed, self.before)
+
+    def still_current(self, tables: SqliteTables) -> bool:
+        """Whether the stored rows are still the copies these events were applied to."""
+        return tables.versions(self.before) == {i: r.last_seq for i, r in self.before.items()}
+
+    def update(self, held: dict[int, JobRow], seq_base: int) -> None:
+        for job_id, row in self.changed.items():
+            held[job_id] = replace(row, last_seq=row.last_seq + seq_base)
+        for job_id in self.removed:
+            held.pop(job_id, None)
 
 
 def _apply_all(records: Iterable[Record], rows: dict[int, JobRow],

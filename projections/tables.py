@@ -57,6 +57,8 @@ _COVERING = ((frozenset([PENDING]), "jobs_ready", READY),
              (frozenset(HELD), "jobs_leases", HELD_NOW),
              (frozenset([FAILED, CANCELLED]), "jobs_stopped", STOPPED))
 
+_LAST_SEQ = JOB_COLUMNS.index("last_seq")
+assert len(JOB_COLUMNS) - 1 == _LAST_SEQ  # save() finds it last in a row and in an update
 _INSERT_JOB = f"INSERT INTO jobs({_COLS}) VALUES ({', '.join('?' * len(JOB_COLUMNS))})"
 
 
@@ -80,6 +82,33 @@ def _view(name: str, key: str, columns: Sequence[str]) -> str:
 
 VIEWS = ";".join((_view("queue_stats", "queue", QUEUE_COLUMNS),
                   _view("job_type_stats", "name", TYPE_COLUMNS)))
+
+
+class RowWrites(msgspec.Struct):
+    """What writing some changed rows takes: new rows to insert, the changed columns of the
+    others (by set of columns), rows to delete."""
+
+    inserts: list[list]
+    updates: dict[tuple[int, ...], list[list]]
+    removed: list[int]
+
+
+def row_writes(rows: Iterable[JobRow], removed: Iterable[int],
+               before: Mapping[int, JobRow]) -> RowWrites:
+    """The writes that turn ``before`` into ``rows``: an UPDATE sets only the columns that
+    changed (one that set every column would rewrite every index entry)."""
+    astuple = msgspec.structs.astuple
+    inserts: list[list] = []
+    updates: defaultdict[tuple[int, ...], list[list]] = defaultdict(list)
+    for row in rows:
+        new, old = astuple(row), before.get(row.id)
+        if old is None:
+            inserts.append(list(new))
+            continue
+        was = astuple(old)  # a changed row has a new last_seq (compared it could be a placeholder)
+        columns = (*(i for i in range(1, _LAST_SEQ) if new[i] != was[i]), _LAST_SEQ)
+        updates[columns].append([*(new[i] for i in columns), row.id])
+    return RowWrites(inserts, dict(updates), list(removed))
 
 
 def _columns(struct: type) -> dict[str, type]:
@@ -118,29 +147,32 @@ class SqliteTables:
                 found[t[0]] = JobRow(*t)
         return found
 
-    def save(self, rows: Iterable[JobRow], removed: Iterable[int],
-             before: Mapping[int, JobRow]) -> None:
-        """Write changed rows: new ones inserted, the others updated in the columns that
-        changed only (an UPDATE that sets every column rewrites every index entry)."""
+    def save(self, writes: RowWrites, seq_base: int = 0) -> None:
+        """Write what :func:`row_writes` worked out; ``seq_base`` is added to every row's
+        ``last_seq`` (for rows derived before their events had positions)."""
         conn = self.log.conn
-        astuple = msgspec.structs.astuple
-        inserts: list[tuple] = []
-        updates: defaultdict[tuple[int, ...], list[list]] = defaultdict(list)
-        for row in rows:
-            new, old = astuple(row), before.get(row.id)
-            if old is None:
-                inserts.append(new)
-                continue
-            was = astuple(old)
-            columns = tuple(i for i in range(1, len(new)) if new[i] != was[i])
-            if columns:
-                updates[columns].append([*(new[i] for i in columns), row.id])
-        if inserts:
-            conn.executemany(_INSERT_JOB, inserts)
-        for columns, values in updates.items():
+        if seq_base:
+            for row in writes.inserts:
+                row[-1] += seq_base
+            for values in writes.updates.values():
+                for row in values:
+                    row[-2] += seq_base
+        if writes.inserts:
+            conn.executemany(_INSERT_JOB, writes.inserts)
+        for columns, values in writes.updates.items():
             conn.executemany(_update_sql(columns), values)
-        if removed:
-            conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in removed])
+        if writes.removed:
+            conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in writes.removed])
+
+    def versions(self, ids: Iterable[int]) -> dict[int, int]:
+        """The ``last_seq`` of each of these jobs that has a row: a row changes only with it."""
+        ids = list(ids)
+        found: dict[int, int] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            found.update(self.log.conn.execute(
+                f"SELECT id, last_seq FROM jobs WHERE id IN ({','.join('?' * len(part))})", part))
+        return found
 
     def bump(self, deltas: Deltas) -> None:
         if deltas.counts:

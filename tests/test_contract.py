@@ -344,6 +344,36 @@ def test_stale_outcome_is_recorded_but_changes_nothing(queue: evq.Queue) -> None
     assert queue.store.verify() == []
 
 
+def test_append_with_held_rows_updates_them_and_the_store(queue: evq.Queue) -> None:
+    ids = queue.dispatch_many([Noop() for _ in range(3)])
+    rows = claim(queue)
+    held = {r.id: r for r in rows}
+    now = time.time()
+    queue.store.append([e for r in rows for e in (
+        JobStarted(job_id=r.id, ts=now, attempt=r.attempt, worker="t"),
+        JobSucceeded(job_id=r.id, ts=now + 1, attempt=r.attempt, duration=1.0))], held)
+    assert [queue.job(i) for i in ids] == [held[i] for i in ids]  # copies kept current
+    assert {held[i].state for i in ids} == {"succeeded"}
+    assert held[ids[-1]].last_seq == queue.store.log.last_seq()
+    assert queue.store.verify() == []
+
+
+def test_append_with_stale_held_rows_applies_to_the_stored_ones(queue: evq.Queue) -> None:
+    job_id = queue.dispatch(Retrying(key="held"))
+    now = time.time()
+    [mine] = claim(queue, now=now)
+    held = {job_id: mine}
+    # meanwhile the lease is settled by someone else and the job claimed again
+    queue.append([LeaseExpired(job_id=job_id, ts=now + 60, attempt=1, worker=mine.worker or ""),
+                  after_failure(mine, now + 60)])
+    [again] = claim(queue, now=now + 61)
+    before = queue.job(job_id)
+    queue.store.append([JobStarted(job_id=job_id, ts=now + 62, attempt=1, worker="t")], held)
+    assert queue.job(job_id) == before == held[job_id]  # fenced, and the copy corrected
+    assert again.attempt == 2
+    assert queue.store.verify() == []
+
+
 # -- operating on jobs ------------------------------------------------------------------------
 
 

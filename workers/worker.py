@@ -33,7 +33,7 @@ from evq.eventlog.events import (
     LeaseExtended,
     LeaseReleased,
 )
-from evq.projections.model import JobRow
+from evq.projections.model import HELD, JobRow
 from evq.projections.store import Store
 from evq.projections.tables import SqliteTables
 
@@ -101,6 +101,7 @@ class Worker:
         self._hard_stop = False
         self._avg_duration = 0.01
         self._leases: dict[int, float] = {}  # job id -> lease expiry, for jobs held here
+        self._held: dict[int, JobRow] = {}  # the rows of the jobs held here, as last written
         self._async: AsyncRunner | None = None
         self._threads: list[threading.Thread] = []
         self._watcher: FileWatcher | None = None
@@ -228,6 +229,7 @@ class Worker:
         rows: list[JobRow] = self._write(lambda: self.store.transact(ready, lease), [])
         if not rows:
             return False
+        self._held.update((r.id, r) for r in rows)
         with self._cv:
             self.claimed += len(rows)
             for r in rows:
@@ -241,10 +243,14 @@ class Worker:
     def _flush(self) -> bool:
         with self._cv:
             events, self._outbox = self._outbox, []
-        if events and self._write(lambda: self.store.append(events), None) is None:
+        if events and self._write(lambda: self.store.append(events, self._held), None) is None:
             with self._cv:  # keep them for the next pass
                 self._outbox[:0] = events
             return False
+        for job_id in {e.job_id for e in events}:
+            row = self._held.get(job_id)
+            if row is not None and (row.state not in HELD or row.worker != self.name):
+                del self._held[job_id]
         return bool(events)
 
     def _write(self, fn: Callable[[], _T], failed: _F) -> _T | _F:
@@ -280,7 +286,8 @@ class Worker:
         events: list[Event] = [LeaseExtended(job_id=i, ts=now, attempt=attempts[i],
                                              lease_expires=max(until, t))
                                for i, t in due if i in attempts]
-        if events and self._write(lambda: self.store.append(events), None) is not None:
+        if events and self._write(lambda: self.store.append(events, self._held),
+                                  None) is not None:
             with self._cv:
                 for e in events:
                     if e.job_id in self._leases:
