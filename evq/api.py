@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from evq.eventlog import archive
 from evq.eventlog.codec import Record
 from evq.eventlog.errors import InvalidArguments, InvalidState, NotFound
 from evq.eventlog.events import (
@@ -168,14 +169,15 @@ class Queue:
 
     def history(self, job_id: int) -> list[Record]:
         """Every event of one job, in log order: its audit trail."""
-        events = list(self.store.log.read(job_id=job_id))
+        events = list(archive.read(self.store.log, job_id=job_id))
         if not events:
             raise NotFound(f"no job {job_id!r}")
         return events
 
     def events(self, **filters: Any) -> Iterator[Record]:
-        """The log in order; filters as :meth:`evq.eventlog.sqlite.SqliteLog.read`."""
-        return self.store.log.read(**filters)
+        """The log (archived events included) in order; filters as
+        :meth:`evq.eventlog.sqlite.SqliteLog.read`."""
+        return archive.read(self.store.log, **filters)
 
     def jobs(self, state: str | None = None, *, queue: str | None = None,
              name: str | None = None, limit: int = 100) -> list[JobRow]:

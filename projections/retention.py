@@ -1,0 +1,35 @@
+"""Retention: which jobs' events may leave the live log, and moving them to the archive.
+
+A job's events are archived once it is finished (succeeded, failed after its last attempt, or
+cancelled) since before the cutoff, or once it left the projections (purged, or cleared from its
+queue) before it. Its row in ``jobs`` stays, so the projections do not change; its events stay
+readable through the archive by ``evq history``, ``evq events`` and ``evq replay``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from evq.eventlog import archive
+from evq.eventlog.archive import Moved
+from evq.eventlog.sqlite import SqliteLog
+
+from .model import FINISHED
+
+_FINISHED = ", ".join(f"'{s}'" for s in FINISHED)
+
+
+def archivable(log: SqliteLog, before: float) -> list[int]:
+    """Jobs with live events that finished, or left the projections, before ``before``."""
+    finished = log.read_rows(
+        f"SELECT id FROM jobs WHERE state IN ({_FINISHED}) AND finished_at < ? "
+        "AND EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id)", (before,))
+    removed = log.read_rows(
+        "SELECT DISTINCT job_id FROM events WHERE type IN ('JobPurged', 'QueueCleared') "
+        "AND ts < ? AND job_id NOT IN (SELECT id FROM jobs)", (before,))
+    return sorted({i for (i,) in finished} | {i for (i,) in removed})
+
+
+def archive_finished(log: SqliteLog, before: float, *, now: float | None = None) -> Moved:
+    """Move the events of every job finished before ``before`` into archive segments."""
+    return archive.archive(log, archivable(log, before), now=time.time() if now is None else now)
