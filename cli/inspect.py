@@ -76,7 +76,28 @@ def _stats_tables(data: dict[str, Any]) -> Any:
                       str(t["retried"]), str(t["dead"]), f"{t['failure_rate'] * 100:.1f}",
                       *(seconds(t[k]) or "" for k in ("duration_p50", "duration_p95",
                                                       "duration_p99", "wait_p50", "wait_p99")))
-    return Group(queues, types)
+    recent = data["recent"]
+    title = (f"latest {recent['window']} jobs (rate over the last {recent['span_minutes']:g} "
+             "min)")
+    return Group(queues, types, _recent_table(f"{title}, per queue", "queue", recent["queues"]),
+                 _recent_table(f"{title}, per job type", "name", recent["job_types"]))
+
+
+def _recent_table(title: str, key: str, groups: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for c in (key, "jobs", "succeeded", "failed", "cancelled", "retried", "fail %", "wait p50",
+              "wait p95", "wait p99", "run p50", "run p95", "run p99", "per min"):
+        table.add_column(c, justify="left" if c == key else "right")
+    for name, g in groups.items():
+        table.add_row(name, *(str(g[k]) for k in ("jobs", "succeeded", "failed", "cancelled",
+                                                  "retried_jobs")),
+                      f"{g['failure_rate'] * 100:.1f}",
+                      *(seconds(g[k]) or "" for k in ("wait_p50", "wait_p95", "wait_p99",
+                                                      "run_p50", "run_p95", "run_p99")),
+                      f"{g['per_minute']:g}")
+    return table
 
 
 def print_stats(data: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from evq.eventlog.events import (
     JobRequeued,
     QueueCleared,
 )
+from evq.projections.analytics import recent
 from evq.projections.model import CANCELLED, FAILED, FINISHED, PENDING, JobRow
 from evq.projections.store import Store, open_store
 from evq.workers import registry
@@ -206,8 +207,12 @@ class Queue:
         return sum(c.pending for c in self.store.tables.queue_counts() if c.queue == queue)
 
     def stats(self) -> dict[str, Any]:
-        """Counts per queue and state, and per job type: outcomes, retries, wait and run times."""
+        """Counts per queue and state; per job type the all-time totals, with percentiles of
+        wait and run time over the latest jobs; and ``recent``: outcomes, retries, failure rate,
+        wait and run times and throughput per queue and per job type over the latest jobs (see
+        :mod:`evq.projections.analytics`)."""
         now = time.time()
+        window = recent(self.store.log, now)
         delayed = self.store.tables.delayed_counts(now)
         queues = {}
         for c in self.store.tables.queue_counts():
@@ -224,13 +229,13 @@ class Queue:
             entry["failure_rate"] = t.failures / attempts if attempts else 0.0
             entry["avg_duration"] = t.total_duration / t.succeeded if t.succeeded else None
             entry["avg_wait"] = t.total_wait / t.started if t.started else None
-            for column in ("duration", "wait"):
-                samples = self.store.tables.samples(t.name, column)
-                for p in (50, 95, 99):
-                    entry[f"{column}_p{p}"] = percentile(samples, p)
+            latest = window["job_types"].get(t.name, {})
+            for p in (50, 95, 99):
+                entry[f"duration_p{p}"] = latest.get(f"run_p{p}")
+                entry[f"wait_p{p}"] = latest.get(f"wait_p{p}")
             types[t.name] = entry
         return {"url": self.url, "last_seq": self.store.log.last_seq(), "queues": queues,
-                "job_types": types}
+                "job_types": types, "recent": window}
 
     # -- operating -----------------------------------------------------------------------------
 
@@ -330,10 +335,3 @@ def _finite(value: object) -> bool:
     return (isinstance(value, int | float) and not isinstance(value, bool)
             and math.isfinite(value))
 
-
-def percentile(sorted_values: Sequence[float], p: float) -> float | None:
-    """The ``p``-th percentile (nearest rank) of already sorted values."""
-    if not sorted_values:
-        return None
-    k = max(0, math.ceil(p / 100 * len(sorted_values)) - 1)
-    return sorted_values[k]

@@ -8,13 +8,19 @@ readable through the archive by ``evq history``, ``evq events`` and ``evq replay
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable
 
 from evq.eventlog import archive
 from evq.eventlog.archive import Moved
+from evq.eventlog.errors import EvqError
 from evq.eventlog.sqlite import SqliteLog
 
 from .model import FINISHED
+
+logger = logging.getLogger(__name__)
 
 _FINISHED = ", ".join(f"'{s}'" for s in FINISHED)
 
@@ -33,3 +39,34 @@ def archivable(log: SqliteLog, before: float) -> list[int]:
 def archive_finished(log: SqliteLog, before: float, *, now: float | None = None) -> Moved:
     """Move the events of every job finished before ``before`` into archive segments."""
     return archive.archive(log, archivable(log, before), now=time.time() if now is None else now)
+
+
+def keep_archiving(url: str, age: float, *, every: float = 3600.0) -> Callable[[], None]:
+    """Archive the jobs finished more than ``age`` seconds ago now and every ``every`` seconds,
+    on a thread with its own connection to the store at ``url``; returns the function that
+    stops it."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        from .store import open_store
+
+        store = open_store(url)
+        try:
+            while True:
+                try:
+                    archive_finished(store.log, time.time() - age)
+                except EvqError as exc:  # a busy store: try again at the next round
+                    logger.warning("archiving failed: %s", exc)
+                if stop.wait(every):
+                    return
+        finally:
+            store.close()
+
+    thread = threading.Thread(target=loop, name="evq-retention", daemon=True)
+    thread.start()
+
+    def halt() -> None:
+        stop.set()
+        thread.join(timeout=30)
+
+    return halt

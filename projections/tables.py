@@ -174,15 +174,6 @@ class SqliteTables:
         return [JobTypeStats(*t) for t in self.log.read_rows(
             f"SELECT {', '.join(TYPE_COLUMNS)} FROM job_type_stats ORDER BY name")]
 
-    def samples(self, name: str, column: str, limit: int = 10_000) -> list[float]:
-        """The latest values of ``wait`` or ``duration`` for one job name, sorted."""
-        assert column in ("wait", "duration")
-        state = "'succeeded'" if column == "duration" else "state"
-        got = self.log.read_rows(
-            f"SELECT {column} FROM jobs WHERE name = ? AND state = {state} AND {column} "
-            f"IS NOT NULL ORDER BY id DESC LIMIT {int(limit)}", (name,))
-        return sorted(v for (v,) in got)
-
     def dump(self) -> tuple[list[JobRow], list[QueueCounts], list[JobTypeStats]]:
         """Every row of every projection table, in key order: what a rebuild must reproduce."""
         return self._rows("1", (), "ORDER BY id"), self.queue_counts(), self.type_stats()

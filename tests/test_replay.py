@@ -286,3 +286,30 @@ def test_replay_reports_progress(q: evq.Queue, monkeypatch: pytest.MonkeyPatch) 
     done = replay(q.store, progress=lambda n, total: seen.append((n, total)))
     assert done.events == 5
     assert seen == [(2, 5), (4, 5), (5, 5)]
+
+
+def test_a_worker_with_archive_after_archives_finished_jobs(cli: Cli, q: evq.Queue, db: Path,
+                                                            url: str) -> None:
+    ids = busy_log(cli, q)
+    assert_error(cli("work", "--app", "tests.cli_jobs", "--archive-after", "soon"), "'soon'")
+    work(cli, "--archive-after", "0s")  # archives at start, then hourly
+    # what had finished is archived; the job the worker ran waits for the next round
+    assert sql(db, "SELECT DISTINCT job_id FROM events") == [(ids["pending"],)]
+    assert q.job(ids["pending"]).state == "succeeded"
+    assert "0 differences" in ok(cli("replay", "--since", "0", "--verify")).stdout
+
+
+def test_keep_archiving_runs_periodically(cli: Cli, q: evq.Queue, db: Path, url: str) -> None:
+    from evq.projections.retention import keep_archiving
+
+    stop = keep_archiving(url, 0.0, every=0.02)
+    try:
+        done = q.dispatch(CliAdd(a=1, b=1))
+        work(cli)
+        deadline = time.monotonic() + 10
+        while sql(db, "SELECT count(*) FROM events WHERE job_id = ?", (done,))[0][0]:
+            assert time.monotonic() < deadline, "the finished job was never archived"
+            time.sleep(0.02)
+    finally:
+        stop()
+    assert [e["type"] for e in as_json(cli("history", done, "--json"))][-1] == "JobSucceeded"
