@@ -29,12 +29,14 @@ def stats(
     queue: str = typer.Argument(None, help="Only this queue."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
     watch: bool = typer.Option(False, "--watch", help="Refresh every second until Ctrl-C."),
+    window: int = typer.Option(1000, "--window", min=1, help="Percentiles, rates and outcomes "
+                               "per queue and job type over this many latest jobs."),
 ) -> None:
     """Jobs per queue and state; outcomes, retries, wait and run times per job type."""
     q = get(ctx).queue()
 
     def collect() -> dict[str, Any]:
-        data = q.stats()
+        data = q.stats(window)
         if queue is not None:
             data["queues"] = {k: v for k, v in data["queues"].items() if k == queue}
         return data

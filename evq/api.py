@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -24,14 +24,16 @@ from evq.eventlog.events import (
     JobRequeued,
     QueueCleared,
 )
-from evq.projections.analytics import recent
+from evq.projections.analytics import WINDOW, recent
 from evq.projections.model import CANCELLED, FAILED, FINISHED, PENDING, JobRow
 from evq.projections.store import Store, open_store
 from evq.workers import registry
 from evq.workers.retry import backoff_schedule
-from evq.workers.worker import Worker
 
 from .jobs import Job, check_int, check_queue, validated_payload
+
+if TYPE_CHECKING:
+    from evq.workers.worker import Worker
 
 DEFAULT_URL = "sqlite:///evq.db"
 
@@ -206,13 +208,13 @@ class Queue:
         """Jobs waiting in ``queue``: ready and delayed, not yet claimed."""
         return sum(c.pending for c in self.store.tables.queue_counts() if c.queue == queue)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, window: int = WINDOW) -> dict[str, Any]:
         """Counts per queue and state; per job type the all-time totals, with percentiles of
         wait and run time over the latest jobs; and ``recent``: outcomes, retries, failure rate,
         wait and run times and throughput per queue and per job type over the latest jobs (see
         :mod:`evq.projections.analytics`)."""
         now = time.time()
-        window = recent(self.store.log, now)
+        latest = recent(self.store.log, now, window)
         delayed = self.store.tables.delayed_counts(now)
         queues = {}
         for c in self.store.tables.queue_counts():
@@ -229,13 +231,13 @@ class Queue:
             entry["failure_rate"] = t.failures / attempts if attempts else 0.0
             entry["avg_duration"] = t.total_duration / t.succeeded if t.succeeded else None
             entry["avg_wait"] = t.total_wait / t.started if t.started else None
-            latest = window["job_types"].get(t.name, {})
+            by_type = latest["job_types"].get(t.name, {})
             for p in (50, 95, 99):
-                entry[f"duration_p{p}"] = latest.get(f"run_p{p}")
-                entry[f"wait_p{p}"] = latest.get(f"wait_p{p}")
+                entry[f"duration_p{p}"] = by_type.get(f"run_p{p}")
+                entry[f"wait_p{p}"] = by_type.get(f"wait_p{p}")
             types[t.name] = entry
         return {"url": self.url, "last_seq": self.store.log.last_seq(), "queues": queues,
-                "job_types": types, "recent": window}
+                "job_types": types, "recent": latest}
 
     # -- operating -----------------------------------------------------------------------------
 
@@ -302,6 +304,8 @@ class Queue:
 
     def worker(self, **options: Any) -> Worker:
         """A worker on this queue's store; see :class:`evq.workers.worker.Worker`."""
+        from evq.workers.worker import Worker  # lazily: commands that only read skip asyncio
+
         return Worker(self.store, **options)
 
 

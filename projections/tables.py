@@ -10,7 +10,6 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 import msgspec
-import sqlite_utils
 
 from evq.eventlog.sqlite import SqliteLog, run_script
 
@@ -70,6 +69,8 @@ class SqliteTables:
     @staticmethod
     def create(conn: sqlite3.Connection) -> None:
         """Create the tables and indexes (inside the schema transaction)."""
+        import sqlite_utils  # only when a store is created: it takes 100 ms to import
+
         db = sqlite_utils.Database(conn)
         db.table("jobs").create(_columns(JobRow), pk="id", if_not_exists=True)
         db.table("queue_stats").create(_columns(QueueCounts), pk="queue", if_not_exists=True)
