@@ -19,6 +19,7 @@ import itertools
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS archive_jobs (
 SEGMENT_JOBS = 512
 
 Row = tuple[int, float, str, int, str | None, str]  # seq, ts, type, job_id, queue, body
+Brief = tuple[int, float, str]  # seq, ts, body: all that replay needs to apply an event
 
 
 class _Line(msgspec.Struct, array_like=True):
@@ -184,11 +186,13 @@ def _merge_lazily(segments: list[tuple[int, int]],
 
 
 def live_rows(log: SqliteLog, *, since: int = 0, until: int | None = None,
-              chunk: int = 20_000) -> Iterator[Row]:
-    """Rows of the live ``events`` table in ``seq`` order, read in chunks."""
+              chunk: int = 20_000, brief: bool = False) -> Iterator[Any]:
+    """Rows (or with ``brief``, :data:`Brief` rows: half the reading) of the live ``events``
+    table in ``seq`` order, read in chunks."""
     bound = "" if until is None else f" AND seq <= {int(until)}"
+    columns = "seq, ts, body" if brief else "seq, ts, type, job_id, queue, body"
     while True:
-        got = log.read_rows("SELECT seq, ts, type, job_id, queue, body FROM events "
+        got = log.read_rows(f"SELECT {columns} FROM events "
                             f"WHERE seq > ?{bound} ORDER BY seq LIMIT {chunk}", (since,))
         yield from got
         if len(got) < chunk:
@@ -196,10 +200,14 @@ def live_rows(log: SqliteLog, *, since: int = 0, until: int | None = None,
         since = got[-1][0]
 
 
-def rows(log: SqliteLog, *, since: int = 0, until: int | None = None) -> Iterator[Row]:
-    """Every stored row, archived or live, in ``seq`` order: what replay reads."""
-    return heapq.merge(archived_rows(log, since=since, until=until),
-                       live_rows(log, since=since, until=until))
+def rows(log: SqliteLog, *, since: int = 0, until: int | None = None,
+         brief: bool = False) -> Iterator[Any]:
+    """Every stored row (or :data:`Brief` row), archived or live, in ``seq`` order: what
+    replay reads."""
+    archived: Iterator[Any] = archived_rows(log, since=since, until=until)
+    if brief:
+        archived = ((r[0], r[1], r[5]) for r in archived)
+    return heapq.merge(archived, live_rows(log, since=since, until=until, brief=brief))
 
 
 def read(log: SqliteLog, *, since: int = 0, until: int | None = None,
@@ -223,9 +231,9 @@ def _records(rows: Iterable[Row]) -> Iterator[Record]:
         yield decode_row(r)
 
 
-def decode_row(row: Row) -> Record:
+def decode_row(row: Row | Brief) -> Record:
     """A stored row as a record, naming its position if it does not decode."""
     try:
-        return Record(row[0], decode(row[5]))
+        return Record(row[0], decode(row[-1]))
     except DecodeError as exc:
         raise DecodeError(f"event at seq {row[0]}: {exc}") from None

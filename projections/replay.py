@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from evq.eventlog import archive
 from evq.eventlog.archive import Row, decode_row
 from evq.eventlog.codec import Record
@@ -23,7 +25,7 @@ from evq.eventlog.sqlite import SqliteLog
 
 from . import snapshot
 from .apply import Deltas
-from .model import QUEUE_COLUMNS, TYPE_COLUMNS, JobRow
+from .model import JOB_COLUMNS, QUEUE_COLUMNS, TYPE_COLUMNS, JobRow
 
 if TYPE_CHECKING:
     from .store import Store
@@ -71,7 +73,8 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
 
         def records() -> Iterator[Record]:
             nonlocal count
-            reader = archive.rows(source.log, since=0 if copy_events else first, until=end)
+            reader = archive.rows(source.log, since=0 if copy_events else first, until=end,
+                                  brief=not copy_events)
             for row in reader:
                 if until_ts is not None and row[1] > until_ts:
                     continue
@@ -90,12 +93,22 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
 
         _apply_all(records(), rows, deltas)
         _copy(target.log, copied)
-        target.tables.reset()
-        target.tables.save(rows.values(), ())
-        target.tables.bump(deltas)
+        _write(target, rows, deltas)
     if progress:
         progress(count, count)
     return Replayed(count, first, end, start.ts if start else None)
+
+
+def _write(target: Store, rows: dict[int, JobRow], deltas: Deltas) -> None:
+    """Make the projection tables of ``target`` hold ``rows`` and the counters of ``deltas``,
+    writing only the job rows that differ (a repair rewrites what was wrong, not every row)."""
+    conn = target.log.conn
+    stored = {t[0]: t for t in conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs")}
+    changed = [r for r in rows.values() if stored.get(r.id) != msgspec.structs.astuple(r)]
+    target.tables.save(changed, stored.keys() - rows.keys())
+    for table in ("queue_stats", "job_type_stats"):
+        conn.execute(f"DELETE FROM {table}")
+    target.tables.bump(deltas)
 
 
 def _min(a: float | None, b: float | None) -> float | None:

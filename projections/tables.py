@@ -104,10 +104,6 @@ class SqliteTables:
             conn.executemany(_BUMP_TYPE, [
                 (n, *(d.get(f, 0) for f in TYPE_COLUMNS[1:])) for n, d in deltas.types.items()])
 
-    def reset(self) -> None:
-        for table in ("jobs", "queue_stats", "job_type_stats"):
-            self.log.conn.execute(f"DELETE FROM {table}")
-
     # -- reads ---------------------------------------------------------------------------------
 
     def _rows(self, where: str, params: Sequence[object], tail: str = "") -> list[JobRow]:
