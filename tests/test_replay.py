@@ -313,3 +313,30 @@ def test_keep_archiving_runs_periodically(cli: Cli, q: evq.Queue, db: Path, url:
     finally:
         stop()
     assert [e["type"] for e in as_json(cli("history", done, "--json"))][-1] == "JobSucceeded"
+
+
+def test_replay_is_safe_while_a_worker_runs(q: evq.Queue, url: str) -> None:
+    """Rebuilds, snapshots and archive runs from another connection while a worker drains the
+    queue: every job completes once and the projections still equal a rebuild."""
+    import threading
+
+    from evq.projections.retention import archive_finished
+    from evq.projections.snapshot import take
+
+    ids = q.dispatch_many([CliAdd(a=i, b=i) for i in range(300)])
+    other = evq.connect(url)
+    worker = q.worker(stop_when_empty=True, sleep=0.01)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        while thread.is_alive():
+            other.store.rebuild()
+            take(other.store.log)
+            archive_finished(other.store.log, time.time())
+    finally:
+        thread.join()
+        other.close()
+    assert {q.job(i).state for i in ids} == {"succeeded"}
+    assert all(q.job(i).attempt == 1 for i in ids)
+    assert q.store.verify() == []
+    assert sum(1 for r in q.events(types=["JobSucceeded"])) == len(ids)
