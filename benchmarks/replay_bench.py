@@ -34,6 +34,9 @@ from evq.eventlog.events import (
     JobStarted,
     JobSucceeded,
 )
+from evq.projections.replay import replay
+from evq.projections.retention import archive_finished
+from evq.projections.snapshot import take
 
 QUEUES = ("default", "emails", "reports")
 NAMES = ("SendEmail", "BuildReport", "Resize", "Sync")
@@ -118,7 +121,16 @@ def main() -> None:
                 q.store.rebuild()
             pstats.Stats(prof).sort_stats("tottime").print_stats(15)
         best = min(median_ms(q.store.rebuild, 1) for _ in range(3)) / 1000
-        print(f"replay (Store.rebuild): {n / best:,.0f} events/s ({best:.2f}s, best of 3)")
+        print(f"replay in place (Store.rebuild): {n / best:,.0f} events/s ({best:.2f}s, "
+              "best of 3)")
+        into = Path(tmp) / "into.db"
+        t = time.perf_counter()
+        other = evq.connect(f"sqlite:///{into}")
+        replay(q.store, into=other.store, copy_events=True)
+        took = time.perf_counter() - t
+        other.close()
+        print(f"replay into a new file with the events (evq replay --into): "
+              f"{n / took:,.0f} events/s ({took:.2f}s)")
         (job,), = q.store.log.read_rows("SELECT id FROM jobs WHERE id >= ? ORDER BY id LIMIT 1",
                                         (n // 2,))
         print(f"query q.stats(): {median_ms(q.stats, 20):.2f} ms (median of 20)")
@@ -129,6 +141,19 @@ def main() -> None:
               "(median of 5)")
         print(f"command evq history {job}: {command_ms(url, 'history', str(job)):.0f} ms "
               "(median of 5)")
+        cutoff = q.store.tables.get(job).finished_at  # type: ignore[union-attr]
+        t = time.perf_counter()
+        moved = archive_finished(q.store.log, cutoff + 1)
+        print(f"archive of the older half: {moved.events:,} events of {moved.jobs:,} jobs in "
+              f"{time.perf_counter() - t:.1f}s, {moved.raw_bytes / 1e6:.0f} MB of JSON in "
+              f"{moved.stored_bytes / 1e6:.1f} MB")
+        print(f"query q.history({job}), archived: "
+              f"{median_ms(lambda: q.history(job), 20):.2f} ms (median of 20)")
+        took = median_ms(q.store.rebuild, 1) / 1000
+        print(f"replay in place after archiving: {n / took:,.0f} events/s ({took:.2f}s)")
+        t = time.perf_counter()
+        take(q.store.log)
+        print(f"snapshot: {time.perf_counter() - t:.2f}s")
         q.close()
 
 
