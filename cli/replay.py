@@ -86,7 +86,7 @@ def replay(
     from evq.projections.replay import replay as run
 
     try:
-        with _progress() as progress:
+        with _ProgressBar() as progress:
             done = run(q.store, into=target.store if target else None, since=pos, since_ts=ts,
                        until=upos, until_ts=uts, copy_events=target is not None,
                        progress=progress)
@@ -120,7 +120,7 @@ def _verify(q: Any, pos: int | None, ts: float | None, as_json: bool) -> None:
 
     aside = Store(SqliteLog(":memory:"), "memory://")
     try:
-        with q.store.log.transaction(), _progress() as progress:
+        with q.store.log.transaction(), _ProgressBar() as progress:
             run(q.store, into=aside, since=pos, since_ts=ts, progress=progress)
             differences = q.store.differences(aside)
     finally:
@@ -154,7 +154,7 @@ def _remove(path: Path) -> None:
         Path(str(path) + suffix).unlink(missing_ok=True)
 
 
-class _progress:
+class _ProgressBar:
     """A rich progress bar on stderr while a replay runs (only on a terminal)."""
 
     def __enter__(self) -> Any:
@@ -242,7 +242,10 @@ def archive(
     log = get(ctx).queue().store.log
     if dry_run:
         n = len(archivable(log, cutoff))
-        print_json({"jobs": n}) if as_json else typer.echo(f"would archive {n} jobs")
+        if as_json:
+            print_json({"jobs": n})
+        else:
+            typer.echo(f"would archive {n} jobs")
         return
     moved = archive_finished(log, cutoff)
     if as_json:

@@ -340,3 +340,22 @@ def test_replay_is_safe_while_a_worker_runs(q: evq.Queue, url: str) -> None:
     assert all(q.job(i).attempt == 1 for i in ids)
     assert q.store.verify() == []
     assert sum(1 for r in q.events(types=["JobSucceeded"])) == len(ids)
+
+
+def test_the_progress_bar_draws_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from evq.cli.replay import _ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    with _ProgressBar() as update:
+        assert update is None  # stderr is not a terminal under pytest
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    with _ProgressBar() as update:
+        update(5, 10)
+    assert "replaying" in screen.getvalue()
