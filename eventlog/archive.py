@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS archive_jobs (
 # archived job decodes one small segment, and a move holds the write lock for milliseconds.
 SEGMENT_JOBS = 512
 
+NOT_DISPATCH = "type <> 'JobDispatched'"  # the condition of the index of events by job
+
 Row = tuple[int, float, str, int, str | None, str]  # seq, ts, type, job_id, queue, body
 Brief = tuple[int, float, str]  # seq, ts, body: all that replay needs to apply an event
 
@@ -112,12 +114,18 @@ def _move(log: SqliteLog, job_ids: list[int], now: float, moved: Moved) -> None:
         rows: list[Row] = []
         for i in range(0, len(job_ids), 500):
             part = job_ids[i:i + 500]
+            marks = ",".join("?" * len(part))
+            # a job's JobDispatched sits at the job's id; the index by job may leave it out
             rows.extend(conn.execute(
                 "SELECT seq, ts, type, job_id, queue, body FROM events "
-                f"WHERE job_id IN ({','.join('?' * len(part))})", part))
+                f"WHERE (seq IN ({marks}) AND type = 'JobDispatched') "
+                f"OR (job_id IN ({marks}) AND {NOT_DISPATCH})", part + part))
+        # The newest event stays in the log: the next position is one past the largest there.
+        (newest,), = conn.execute("SELECT coalesce(max(seq), 0) FROM events")
+        keep = {r[3] for r in rows if r[0] == newest}
+        rows = sorted(r for r in rows if r[3] not in keep)
         if not rows:
             return
-        rows.sort()
         blob = pack(rows)
         cur = conn.execute(
             "INSERT INTO archive_segments(first_seq, last_seq, first_ts, last_ts, events, "

@@ -275,9 +275,8 @@ class SqliteLog:
         return max(lo - 1, first - 1, 0)
 
     def last_seq(self) -> int:
-        """The position of the newest event (0 for an empty log), archived or not."""
-        got = self.read_rows("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-        return got[0][0] if got else 0
+        """The position of the newest event (0 for an empty log)."""
+        return self.read_rows("SELECT coalesce(max(seq), 0) FROM events")[0][0]
 
     def close(self) -> None:
         with self.lock:

@@ -134,39 +134,31 @@ class Deltas:
         """Count the effect of one applied event (``new is old``: it changed nothing)."""
         if new is old:
             return
-        old_state = None if old is None else old.state
-        new_state = None if new is None else new.state
-        if old_state != new_state:
-            if old is not None:
-                self.queues[old.queue][old.state] -= 1
-            if new is not None:
-                self.queues[new.queue][new.state] += 1
-        if type(event) not in _COUNTED:  # most events move no counter of the job type
-            return
+        if old is not None and (new is None or old.state != new.state):
+            self.queues[old.queue][old.state] -= 1
+        if new is not None and (old is None or old.state != new.state):
+            self.queues[new.queue][new.state] += 1
         row = new or old
         assert row is not None
         t = self.types[row.name]
-        if isinstance(event, JobSucceeded):
-            t["succeeded"] += 1
-            t["total_duration"] += event.duration
-        elif isinstance(event, JobStarted):
-            t["started"] += 1
-            t["total_wait"] += row.wait or 0.0
-        elif isinstance(event, JobDispatched):
-            t["dispatched"] += 1
-        elif isinstance(event, JobTimedOut):
-            t["failures"] += 1
-            t["timed_out"] += 1
-        elif isinstance(event, JobRetryScheduled):
-            t["retried"] += 1
-        elif isinstance(event, JobDead):
-            t["dead"] += 1
-        else:  # JobFailed, LeaseExpired
-            t["failures"] += 1
+        match event:
+            case JobDispatched():
+                t["dispatched"] += 1
+            case JobStarted():
+                t["started"] += 1
+                t["total_wait"] += row.wait or 0.0
+            case JobSucceeded():
+                t["succeeded"] += 1
+                t["total_duration"] += event.duration
+            case JobTimedOut():
+                t["failures"] += 1
+                t["timed_out"] += 1
+            case JobFailed() | LeaseExpired():
+                t["failures"] += 1
+            case JobRetryScheduled():
+                t["retried"] += 1
+            case JobDead():
+                t["dead"] += 1
 
     def __bool__(self) -> bool:
         return bool(self.queues or self.types)
-
-
-_COUNTED = frozenset({JobDispatched, JobStarted, JobSucceeded, JobTimedOut, JobFailed,
-                      LeaseExpired, JobRetryScheduled, JobDead})

@@ -25,7 +25,7 @@ from evq.eventlog.sqlite import SqliteLog
 
 from . import snapshot
 from .apply import Deltas
-from .model import JOB_COLUMNS, QUEUE_COLUMNS, TYPE_COLUMNS, JobRow
+from .model import JOB_COLUMNS, JobRow
 
 if TYPE_CHECKING:
     from .store import Store
@@ -65,8 +65,6 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
                                     ts_at_or_before=_min(since_ts, until_ts))
         rows: dict[int, JobRow] = dict(start.jobs) if start else {}
         deltas = Deltas()
-        if start:
-            _seed(deltas, start)
         first = start.seq if start else 0
         copied: list[Row] = []
         count = 0
@@ -93,36 +91,27 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
 
         _apply_all(records(), rows, deltas)
         _copy(target.log, copied)
-        _write(target, rows, deltas)
+        _write(target, rows, deltas, start.counters if start else {})
     if progress:
         progress(count, count)
     return Replayed(count, first, end, start.ts if start else None)
 
 
-def _write(target: Store, rows: dict[int, JobRow], deltas: Deltas) -> None:
-    """Make the projection tables of ``target`` hold ``rows`` and the counters of ``deltas``,
-    writing only the job rows that differ (a repair rewrites what was wrong, not every row)."""
+def _write(target: Store, rows: dict[int, JobRow], deltas: Deltas,
+           counters: dict[str, snapshot.Table]) -> None:
+    """Make the projection tables of ``target`` hold ``rows``, and the snapshot's ``counters``
+    plus ``deltas``; only the job rows that differ are written (a repair rewrites what was
+    wrong, not every row)."""
     conn = target.log.conn
     stored = {t[0]: t for t in conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs")}
     changed = [r for r in rows.values() if stored.get(r.id) != msgspec.structs.astuple(r)]
     target.tables.save(changed, stored.keys() - rows.keys())
-    for table in ("queue_stats", "job_type_stats"):
-        conn.execute(f"DELETE FROM {table}")
+    snapshot.restore_counters(conn, counters)
     target.tables.bump(deltas)
 
 
 def _min(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else min(a, b)
-
-
-def _seed(deltas: Deltas, start: snapshot.Snapshot) -> None:
-    """Start the counters at the snapshot's values (``bump`` adds them to emptied tables)."""
-    for q in start.queues:
-        for f in QUEUE_COLUMNS[1:]:
-            deltas.queues[q.queue][f] += getattr(q, f)
-    for t in start.types:
-        for f in TYPE_COLUMNS[1:]:
-            deltas.types[t.name][f] += getattr(t, f)
 
 
 def _copy(log: SqliteLog, rows: list[Row]) -> None:

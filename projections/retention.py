@@ -3,7 +3,8 @@
 A job's events are archived once it is finished (succeeded, failed after its last attempt, or
 cancelled) since before the cutoff, or once it left the projections (purged, or cleared from its
 queue) before it. Its row in ``jobs`` stays, so the projections do not change; its events stay
-readable through the archive by ``evq history``, ``evq events`` and ``evq replay``.
+readable through the archive by ``evq history``, ``evq events`` and ``evq replay``. The newest
+event of the log always stays (the next position follows it), and with it the job it belongs to.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from evq.eventlog import archive
-from evq.eventlog.archive import Moved
+from evq.eventlog.archive import NOT_DISPATCH, Moved
 from evq.eventlog.errors import EvqError
 from evq.eventlog.sqlite import SqliteLog
 
@@ -29,7 +30,8 @@ def archivable(log: SqliteLog, before: float) -> list[int]:
     """Jobs with live events that finished, or left the projections, before ``before``."""
     finished = log.read_rows(
         f"SELECT id FROM jobs WHERE state IN ({_FINISHED}) AND finished_at < ? "
-        "AND EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id)", (before,))
+        f"AND EXISTS (SELECT 1 FROM events WHERE events.job_id = jobs.id AND {NOT_DISPATCH})",
+        (before,))
     removed = log.read_rows(
         "SELECT DISTINCT job_id FROM events WHERE type IN ('JobPurged', 'QueueCleared') "
         "AND ts < ? AND job_id NOT IN (SELECT id FROM jobs)", (before,))

@@ -1,10 +1,11 @@
 """Snapshots: the projections at one log position, so that a replay need not start at seq 0.
 
 One row of the ``snapshots`` table per snapshot: its position ``seq``, when it was taken, how many
-jobs it holds, and one zlib-compressed msgpack blob of every row of ``jobs``, ``queue_stats`` and
-``job_type_stats`` as tuples in column order. A blob rather than copies of the tables: a snapshot
-is written and read whole, never queried, so one decode is the fastest load, the rows compress
-well together, and dropping an old snapshot is deleting one row.
+jobs it holds, and one zlib-compressed msgpack blob holding, for ``jobs`` and every counter table,
+its column names and all its rows. A blob rather than copies of the tables: a snapshot is written
+and read whole, never queried, so one decode is the fastest load, the rows compress well together,
+and dropping an old snapshot is deleting one row. Rows are restored by column name, so a snapshot
+stays loadable after a later version adds columns (with defaults).
 
 The projections are read in one read transaction (a consistent view at one position, which does
 not block workers); only the insert of the finished blob takes the write lock.
@@ -12,6 +13,7 @@ not block workers); only the insert of the finished blob takes the write lock.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import zlib
 from dataclasses import dataclass
@@ -20,34 +22,46 @@ import msgspec
 
 from evq.eventlog.sqlite import SqliteLog, run_script
 
-from .model import JOB_COLUMNS, QUEUE_COLUMNS, TYPE_COLUMNS, JobRow, JobTypeStats, QueueCounts
+from .model import JobRow
 
 SNAPSHOTS_DDL = """
 CREATE TABLE IF NOT EXISTS snapshots (
     seq     INTEGER PRIMARY KEY,   -- the projections after the event at this position
     ts      REAL NOT NULL,         -- when the snapshot was taken
     jobs    INTEGER NOT NULL,
-    body    BLOB NOT NULL          -- zlib of msgpack [jobs rows, queue_stats rows, type rows]
+    body    BLOB NOT NULL          -- zlib of msgpack {table: [columns, rows]}
 )
 """
 
-_Body = tuple[list[tuple], list[tuple], list[tuple]]
-_decoder = msgspec.msgpack.Decoder(tuple[list[tuple], list[tuple], list[tuple]])
+# Tables that are not counters of the projections: the log, the job rows, and what this package
+# and the archive keep beside them. Every other table is a counter table (``bump`` adds to it).
+_NOT_COUNTERS = ("events", "jobs", "snapshots", "archive_segments", "archive_jobs")
+
+Table = tuple[list[str], list[tuple]]  # column names, rows
+_decoder = msgspec.msgpack.Decoder(dict[str, tuple[list[str], list[tuple]]])
 
 
 @dataclass
 class Snapshot:
-    """Projections as of position ``seq``."""
+    """Projections as of position ``seq``: the job rows, and the rows of each counter table."""
 
     seq: int
     ts: float
     jobs: dict[int, JobRow]
-    queues: list[QueueCounts]
-    types: list[JobTypeStats]
+    counters: dict[str, Table]
 
 
-def has_snapshots(log: SqliteLog) -> bool:
-    return bool(log.read_rows("SELECT 1 FROM sqlite_master WHERE name = 'snapshots'"))
+def counter_tables(conn: sqlite3.Connection) -> list[str]:
+    """The tables that hold counters of the projections (not views, not the log or job rows)."""
+    return [n for (n,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        f"AND name NOT IN ({', '.join('?' * len(_NOT_COUNTERS))}) ORDER BY name",
+        _NOT_COUNTERS)]
+
+
+def _table(conn: sqlite3.Connection, name: str) -> Table:
+    cur = conn.execute(f"SELECT * FROM {name} ORDER BY 1")
+    return [d[0] for d in cur.description], cur.fetchall()
 
 
 def take(log: SqliteLog, *, now: float | None = None) -> tuple[int, int, int]:
@@ -55,21 +69,22 @@ def take(log: SqliteLog, *, now: float | None = None) -> tuple[int, int, int]:
     with log.lock:
         log.conn.execute("BEGIN")  # one read transaction: every table at the same position
         try:
-            got = log.conn.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-            seq = got[0] if got else 0
-            body: _Body = tuple(  # type: ignore[assignment]
-                log.conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY 1").fetchall()
-                for table, cols in (("jobs", JOB_COLUMNS), ("queue_stats", QUEUE_COLUMNS),
-                                    ("job_type_stats", TYPE_COLUMNS)))
+            seq = log.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            body = {name: _table(log.conn, name)
+                    for name in ("jobs", *counter_tables(log.conn))}
         finally:
             log.conn.execute("COMMIT")
     blob = zlib.compress(msgspec.msgpack.encode(body), 1)
+    jobs = len(body["jobs"][1])
     with log.transaction() as conn:
         run_script(conn, SNAPSHOTS_DDL)
         conn.execute("INSERT OR REPLACE INTO snapshots(seq, ts, jobs, body) VALUES (?, ?, ?, ?)",
-                     (seq, time.time() if now is None else now, len(body[0]), blob))
-    return seq, len(body[0]), len(blob)
+                     (seq, time.time() if now is None else now, jobs, blob))
+    return seq, jobs, len(blob)
+
+
+def has_snapshots(log: SqliteLog) -> bool:
+    return bool(log.read_rows("SELECT 1 FROM sqlite_master WHERE name = 'snapshots'"))
 
 
 def newest(log: SqliteLog, *, at_or_before: int | None = None,
@@ -90,9 +105,23 @@ def newest(log: SqliteLog, *, at_or_before: int | None = None,
     if not got:
         return None
     seq, ts, blob = got[0]
-    jobs, queues, types = _decoder.decode(zlib.decompress(blob))
-    return Snapshot(seq, ts, {t[0]: JobRow(*t) for t in jobs},
-                    [QueueCounts(*t) for t in queues], [JobTypeStats(*t) for t in types])
+    tables = _decoder.decode(zlib.decompress(blob))
+    columns, rows = tables.pop("jobs")
+    jobs = {}
+    for r in rows:
+        job = JobRow(**dict(zip(columns, r, strict=True)))
+        jobs[job.id] = job
+    return Snapshot(seq, ts, jobs, tables)
+
+
+def restore_counters(conn: sqlite3.Connection, counters: dict[str, Table]) -> None:
+    """Empty every counter table and put a snapshot's rows back (inside a transaction)."""
+    for name in counter_tables(conn):
+        conn.execute(f"DELETE FROM {name}")
+        columns, rows = counters.get(name, ([], []))
+        if rows:
+            conn.executemany(f"INSERT INTO {name}({', '.join(columns)}) "
+                             f"VALUES ({', '.join('?' * len(columns))})", rows)
 
 
 def listing(log: SqliteLog) -> list[tuple[int, float, int, int]]:

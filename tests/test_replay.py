@@ -306,6 +306,7 @@ def test_keep_archiving_runs_periodically(cli: Cli, q: evq.Queue, db: Path, url:
     try:
         done = q.dispatch(CliAdd(a=1, b=1))
         work(cli)
+        q.dispatch(CliAdd(a=2, b=2), delay=3600)  # the newest event always stays in the log
         deadline = time.monotonic() + 10
         while sql(db, "SELECT count(*) FROM events WHERE job_id = ?", (done,))[0][0]:
             assert time.monotonic() < deadline, "the finished job was never archived"
@@ -359,3 +360,18 @@ def test_the_progress_bar_draws_on_a_terminal_only(monkeypatch: pytest.MonkeyPat
     with _ProgressBar() as update:
         update(5, 10)
     assert "replaying" in screen.getvalue()
+
+
+def test_archive_keeps_the_newest_event_so_positions_never_repeat(cli: Cli, q: evq.Queue,
+                                                                    db: Path) -> None:
+    first = q.dispatch(CliAdd(a=1, b=1))
+    last = q.dispatch(CliAdd(a=2, b=2))
+    work(cli)
+    newest = q.store.log.last_seq()
+    (owner,), = sql(db, "SELECT job_id FROM events WHERE seq = ?", (newest,))
+    assert as_json(cli("archive", "--before", "0s", "--json"))["jobs"] == 1
+    assert {j for (j,) in sql(db, "SELECT job_id FROM events")} == {owner}
+    assert owner in (first, last)
+    assert q.store.log.last_seq() == newest
+    assert q.dispatch(CliAdd(a=3, b=3)) == newest + 1
+    assert "0 differences" in ok(cli("replay", "--since", "0", "--verify")).stdout
