@@ -134,11 +134,18 @@ def history(
     """Every event of one job, in order: its audit trail."""
     from evq.eventlog.codec import to_json_obj
 
-    records = get(ctx).queue().history(job_id)
+    q = get(ctx).queue()
+    records = q.history(job_id)
     if as_json:
         print_json([to_json_obj(r) for r in records])
-    else:
-        print_history(records)
+        return
+    print_history(records)
+    from evq.redispatch import copies
+
+    again = copies(q.store, job_id)
+    if again:
+        typer.echo(f"dispatched again as job {', '.join(map(str, again))} (evq replay "
+                   "--redispatch)")
 
 
 def print_history(records: list[Any]) -> None:

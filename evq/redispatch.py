@@ -42,7 +42,27 @@ def again(row: JobRow, now: float) -> JobDispatched:
         replay_of=str(row.id))
 
 
+# Finds the copies of a job. Partial: jobs that are not copies (nearly all) have no entry, so
+# dispatches and claims write nothing more; created by the first redispatch.
+LINKS_INDEX = "jobs_replays"
+_LINKS_DDL = (f"CREATE INDEX IF NOT EXISTS {LINKS_INDEX} ON jobs(replay_of) "
+              "WHERE replay_of IS NOT NULL")
+
+
 def redispatch(store: Store, rows: Sequence[JobRow], *, now: float | None = None) -> list[int]:
     """Dispatch ``rows`` again in one transaction; returns the new jobs' ids."""
     now = time.time() if now is None else now
-    return [r.seq for r in store.append([again(r, now) for r in rows])] if rows else []
+    if not rows:
+        return []
+    with store.log.transaction() as conn:
+        conn.execute(_LINKS_DDL)
+        return [r.seq for r in store.append([again(r, now) for r in rows])]
+
+
+def copies(store: Store, job_id: int) -> list[int]:
+    """The jobs dispatched again from ``job_id`` by :func:`redispatch`."""
+    if not store.log.read_rows("SELECT 1 FROM sqlite_master WHERE name = ?", (LINKS_INDEX,)):
+        return []
+    return [i for (i,) in store.log.read_rows(
+        f"SELECT id FROM jobs INDEXED BY {LINKS_INDEX} WHERE replay_of = ? ORDER BY id",
+        (str(job_id),))]

@@ -173,6 +173,9 @@ def test_redispatch_dry_run_then_for_real(cli: Cli, q: evq.Queue) -> None:
     assert new.replay_of == str(other)
     dispatched = q.history(new.id)[0].event
     assert dispatched.replay_of == str(other)  # type: ignore[attr-defined]
+    assert f"dispatched again as job {new.id}" in ok(cli("history", other)).stdout
+    assert f"replay_of {other}" in ok(cli("history", new.id)).stdout
+    assert "dispatched again" not in ok(cli("history", failed[0])).stdout
     later = as_json(cli("replay", "--since", str(other), "--redispatch", "--name", "CliFail",
                         "--dry-run", "--json"))
     assert [j["job_id"] for j in later] == [new.id]
