@@ -145,18 +145,24 @@ def _move(log: SqliteLog, job_ids: list[int], now: float, moved: Moved) -> None:
 
 
 def archived_rows(log: SqliteLog, *, since: int = 0, until: int | None = None,
-                  job_id: int | None = None) -> Iterator[Row]:
+                  job_id: int | None = None, since_ts: float | None = None,
+                  until_ts: float | None = None) -> Iterator[Row]:
     """Archived rows in ``seq`` order, after ``since`` and up to ``until``, one segment decoded
     at a time (segments of one run hold disjoint positions but may interleave with others)."""
     if not has_archive(log):
         return
-    where, params = ["last_seq > ?"], [since]
+    where: list[str] = ["last_seq > ?"]
+    params: list[object] = [since]
     if until is not None:
         where.append("first_seq <= ?")
         params.append(until)
     if job_id is not None:
         where.append("id IN (SELECT segment FROM archive_jobs WHERE job_id = ?)")
         params.append(job_id)
+    for clause, value in (("last_ts >= ?", since_ts), ("first_ts <= ?", until_ts)):
+        if value is not None:  # only the segments that cover some of the times asked for
+            where.append(clause)
+            params.append(value)
     segments = log.read_rows(f"SELECT first_seq, id FROM archive_segments WHERE "
                              f"{' AND '.join(where)} ORDER BY first_seq", params)
 
@@ -226,7 +232,8 @@ def read(log: SqliteLog, *, since: int = 0, until: int | None = None,
     :meth:`SqliteLog.read`."""
     live = log.read(since=since, until=until, job_id=job_id, since_ts=since_ts,
                     until_ts=until_ts, types=types, queue=queue, limit=limit)
-    old = _records(r for r in archived_rows(log, since=since, until=until, job_id=job_id)
+    old = _records(r for r in archived_rows(log, since=since, until=until, job_id=job_id,
+                                            since_ts=since_ts, until_ts=until_ts)
                    if (since_ts is None or r[1] >= since_ts)
                    and (until_ts is None or r[1] <= until_ts)
                    and (not types or r[2] in types) and (queue is None or r[4] == queue))

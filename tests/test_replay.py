@@ -248,6 +248,8 @@ def test_archive_loses_nothing(cli: Cli, q: evq.Queue, db: Path,
     assert [e["seq"] for e in json_lines(cli("events", "--json", "--type", "JobDead"))] == [
         e["seq"] for e in events if e["type"] == "JobDead"]
     assert len(json_lines(cli("events", "--json", "--limit", "3"))) == 3
+    assert json_lines(cli("events", "--json", "--since", "1h")) == events
+    assert json_lines(cli("events", "--json", "--until", "2000-01-01T00:00")) == []
 
     assert "0 differences" in ok(cli("replay", "--since", "0", "--verify")).stdout
     ok(cli("replay", "--since", "0"))
