@@ -1,8 +1,8 @@
 """Archive segments: events of finished jobs moved out of the live ``events`` table.
 
-A segment is one row of the ``archive_segments`` table in the same SQLite file: zlib-compressed
-JSON Lines of the moved rows (``seq``, ``queue`` and the event's stored JSON ``body``), with the
-range of positions and times it covers. ``archive_jobs`` says which segments hold a job's events.
+A segment is one row of the ``archive_segments`` table in the same SQLite file: the moved rows as
+zlib-compressed JSON, one array ``[seq, ts, type, job_id, queue, event]`` per row (the event as
+it was stored), with the range of positions and times it covers. ``archive_jobs`` says which segments hold a job's events.
 
 Segments live in the database, not in files beside it, so that moving events is one transaction:
 the rows are deleted from ``events`` and their segment inserted together, and a crash leaves them
@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS archive_segments (
     last_ts   REAL NOT NULL,
     events    INTEGER NOT NULL,
     created   REAL NOT NULL,
-    body      BLOB NOT NULL   -- zlib of JSON Lines: {"seq", "queue", "body"} per event
+    body      BLOB NOT NULL   -- zlib of JSON: [[seq, ts, type, job_id, queue, event], ...]
 );
 CREATE TABLE IF NOT EXISTS archive_jobs (
     job_id  INTEGER NOT NULL,
