@@ -144,6 +144,8 @@ def _open_into(into: Path, force: bool) -> Any:
         raise InvalidArguments(f"{into} exists: give --force to replace it")
     if into.is_dir():
         raise InvalidArguments(f"{into} is a directory")
+    if not into.resolve().parent.is_dir():
+        raise InvalidArguments(f"cannot write {into}: its directory does not exist")
     partial = Path(str(into) + ".partial")
     _remove(partial)
     return connect(f"sqlite:///{partial}")

@@ -207,6 +207,8 @@ def test_an_unknown_event_type_stops_replay_and_changes_nothing(cli: Cli, q: evq
                  id="until-beyond-the-end"),
     pytest.param(["--since", "0", "--verify", "--into", "x.db"], ["do not go together"],
                  id="verify-and-into"),
+    pytest.param(["--since", "0", "--into", "no/such/dir/x.db"], ["directory does not exist"],
+                 id="into-a-missing-directory"),
     pytest.param(["--since", "0", "--state", "failed"], ["--redispatch"],
                  id="filter-without-redispatch"),
     pytest.param(["--since", "0", "--redispatch", "--state", "broken"], ["'broken'"],
