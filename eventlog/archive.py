@@ -2,7 +2,8 @@
 
 A segment is one row of the ``archive_segments`` table in the same SQLite file: the moved rows as
 zlib-compressed JSON, one array ``[seq, ts, type, job_id, queue, event]`` per row (the event as
-it was stored), with the range of positions and times it covers. ``archive_jobs`` says which segments hold a job's events.
+it was stored), with the range of positions and times it covers. ``archive_jobs`` says which
+segments hold a job's events.
 
 Segments live in the database, not in files beside it, so that moving events is one transaction:
 the rows are deleted from ``events`` and their segment inserted together, and a crash leaves them
