@@ -29,12 +29,14 @@ def stats(
     queue: str = typer.Argument(None, help="Only this queue."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object."),
     watch: bool = typer.Option(False, "--watch", help="Refresh every second until Ctrl-C."),
+    window: int = typer.Option(1000, "--window", min=1, help="Percentiles, rates and outcomes "
+                               "per queue and job type over this many latest jobs."),
 ) -> None:
     """Jobs per queue and state; outcomes, retries, wait and run times per job type."""
     q = get(ctx).queue()
 
     def collect() -> dict[str, Any]:
-        data = q.stats()
+        data = q.stats(window)
         if queue is not None:
             data["queues"] = {k: v for k, v in data["queues"].items() if k == queue}
         return data
@@ -76,7 +78,28 @@ def _stats_tables(data: dict[str, Any]) -> Any:
                       str(t["retried"]), str(t["dead"]), f"{t['failure_rate'] * 100:.1f}",
                       *(seconds(t[k]) or "" for k in ("duration_p50", "duration_p95",
                                                       "duration_p99", "wait_p50", "wait_p99")))
-    return Group(queues, types)
+    recent = data["recent"]
+    title = (f"latest {recent['window']} jobs (rate over the last {recent['span_minutes']:g} "
+             "min)")
+    return Group(queues, types, _recent_table(f"{title}, per queue", "queue", recent["queues"]),
+                 _recent_table(f"{title}, per job type", "name", recent["job_types"]))
+
+
+def _recent_table(title: str, key: str, groups: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for c in (key, "jobs", "succeeded", "failed", "cancelled", "retried", "fail %", "wait p50",
+              "wait p95", "wait p99", "run p50", "run p95", "run p99", "per min"):
+        table.add_column(c, justify="left" if c == key else "right")
+    for name, g in groups.items():
+        table.add_row(name, *(str(g[k]) for k in ("jobs", "succeeded", "failed", "cancelled",
+                                                  "retried_jobs")),
+                      f"{g['failure_rate'] * 100:.1f}",
+                      *(seconds(g[k]) or "" for k in ("wait_p50", "wait_p95", "wait_p99",
+                                                      "run_p50", "run_p95", "run_p99")),
+                      f"{g['per_minute']:g}")
+    return table
 
 
 def print_stats(data: dict[str, Any]) -> None:
@@ -111,11 +134,18 @@ def history(
     """Every event of one job, in order: its audit trail."""
     from evq.eventlog.codec import to_json_obj
 
-    records = get(ctx).queue().history(job_id)
+    q = get(ctx).queue()
+    records = q.history(job_id)
     if as_json:
         print_json([to_json_obj(r) for r in records])
-    else:
-        print_history(records)
+        return
+    print_history(records)
+    from evq.redispatch import copies
+
+    again = copies(q.store, job_id)
+    if again:
+        typer.echo(f"dispatched again as job {', '.join(map(str, again))} (evq replay "
+                   "--redispatch)")
 
 
 def print_history(records: list[Any]) -> None:

@@ -1,11 +1,10 @@
-"""``evq query`` (read-only SQL on the store) and ``evq replay`` (rebuild the projections)."""
+"""``evq query``: read-only SQL on the store."""
 
 from __future__ import annotations
 
 import csv
 import sqlite3
 import sys
-import time
 
 import typer
 
@@ -13,12 +12,10 @@ from evq.eventlog.errors import EvqError
 
 from .context import get
 from .output import print_json, print_table
-from .timeparse import parse_point
 
 
 def register(app: typer.Typer) -> None:
     app.command()(query)
-    app.command()(replay)
 
 
 def query(
@@ -57,36 +54,3 @@ def query(
     else:
         print_table(None, columns, rows)
 
-
-def replay(
-    ctx: typer.Context,
-    since: str = typer.Option(..., "--since", help="A log position (seq) or a time (ISO "
-                              "8601, or relative: 30m, 2h, 1d)."),
-    verify: bool = typer.Option(False, "--verify", help="Rebuild aside and report every "
-                                "difference from the live projections (exit 1 if any)."),
-) -> None:
-    """Rebuild the projections from the log through the same apply-functions as the live path.
-
-    There are no snapshots yet, so the rebuild always starts at the beginning of the log;
-    --since is checked and reported.
-    """
-    q = get(ctx).queue()
-    pos, ts = parse_point(since)
-    last = q.store.log.last_seq()
-    if pos is not None and pos > last:
-        raise typer.BadParameter(f"position {pos} is beyond the end of the log ({last})",
-                                 param_hint="--since")
-    started = time.perf_counter()
-    if verify:
-        differences = q.store.verify()
-        for line in differences[:200]:
-            typer.echo(line)
-        if len(differences) > 200:
-            typer.echo(f"... and {len(differences) - 200} more")
-        typer.echo(f"verified {last} events: {len(differences)} differences")
-        raise typer.Exit(1 if differences else 0)
-    count = q.store.rebuild()
-    took = time.perf_counter() - started
-    point = f"seq {pos}" if pos is not None else f"time {ts}"
-    typer.echo(f"replayed {count} events from the start of the log (no snapshot at or before "
-               f"{point}) in {took:.2f}s ({count / max(took, 1e-9):,.0f} events/s)")

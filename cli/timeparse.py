@@ -36,3 +36,12 @@ def parse_point(text: str, *, now: float | None = None) -> tuple[int | None, flo
     except InvalidArguments:
         raise InvalidArguments(f"{text!r} is neither a log position (an integer seq) nor a time "
                                "(ISO 8601, or relative such as 30m, 2h, 1d)") from None
+
+
+def parse_age(text: str) -> float:
+    """A duration such as ``7d`` or ``12h``, in seconds."""
+    m = _RELATIVE.match(text.strip())
+    if not m:
+        raise InvalidArguments(f"{text!r} is not an age: use a number and a unit, such as 7d, "
+                               "12h or 30m")
+    return float(m.group(1)) * _UNIT[m.group(2)]

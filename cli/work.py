@@ -10,6 +10,7 @@ from enum import StrEnum
 import typer
 
 from .context import get, import_apps
+from .timeparse import parse_age
 
 
 class Pool(StrEnum):
@@ -47,6 +48,10 @@ def register(app: typer.Typer) -> None:
                                     help="On SIGTERM/SIGINT, seconds to let running jobs "
                                          "finish."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each failure."),
+        archive_after: str = typer.Option(None, "--archive-after",
+                                          help="Retention: now and every hour, archive the "
+                                               "events of jobs finished longer ago than this "
+                                               "age (e.g. 7d)."),
     ) -> None:
         """Run a worker: claim jobs, run them, record every step in the log."""
         if pool is Pool.process:
@@ -55,6 +60,7 @@ def register(app: typer.Typer) -> None:
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         import_apps(app_modules)
+        age = parse_age(archive_after) if archive_after is not None else None
         q = get(ctx).queue()
         worker = q.worker(queues=[s.strip() for s in queues.split(",") if s.strip()],
                           concurrency=concurrency, max_jobs=max_jobs,
@@ -68,5 +74,13 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGINT, on_signal)
         print(f"evq worker {worker.name} on {q.url}: queues {','.join(worker.queues)}, "
               f"concurrency {concurrency}", file=sys.stderr)
-        done = worker.run()
+        if age is not None:
+            from evq.projections.retention import keep_archiving
+
+            stop_archiving = keep_archiving(q.url, age)
+        try:
+            done = worker.run()
+        finally:
+            if age is not None:
+                stop_archiving()
         print(f"evq worker {worker.name} stopped after {done} jobs", file=sys.stderr)

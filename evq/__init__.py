@@ -26,10 +26,18 @@ from evq.eventlog.errors import (
     UnknownJob,
 )
 from evq.projections.model import JobRow
-from evq.workers.worker import Worker
 
 from .api import Queue, connect, default_queue, use
 from .jobs import FunctionJob, Job, job
+
+
+def __getattr__(name: str) -> object:
+    """``evq.Worker``, imported on first use (it brings asyncio and watchfiles)."""
+    if name == "Worker":
+        from evq.workers.worker import Worker
+
+        return Worker
+    raise AttributeError(f"module 'evq' has no attribute {name!r}")
 
 __all__ = [
     "ConfigError",

@@ -9,10 +9,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from evq.eventlog import archive
 from evq.eventlog.codec import Record
 from evq.eventlog.errors import InvalidArguments, InvalidState, NotFound
 from evq.eventlog.events import (
@@ -23,13 +24,16 @@ from evq.eventlog.events import (
     JobRequeued,
     QueueCleared,
 )
+from evq.projections.analytics import WINDOW, recent
 from evq.projections.model import CANCELLED, FAILED, FINISHED, PENDING, JobRow
 from evq.projections.store import Store, open_store
 from evq.workers import registry
 from evq.workers.retry import backoff_schedule
-from evq.workers.worker import Worker
 
 from .jobs import Job, check_int, check_queue, validated_payload
+
+if TYPE_CHECKING:
+    from evq.workers.worker import Worker
 
 DEFAULT_URL = "sqlite:///evq.db"
 
@@ -168,14 +172,15 @@ class Queue:
 
     def history(self, job_id: int) -> list[Record]:
         """Every event of one job, in log order: its audit trail."""
-        events = list(self.store.log.read(job_id=job_id))
+        events = list(archive.read(self.store.log, job_id=job_id))
         if not events:
             raise NotFound(f"no job {job_id!r}")
         return events
 
     def events(self, **filters: Any) -> Iterator[Record]:
-        """The log in order; filters as :meth:`evq.eventlog.sqlite.SqliteLog.read`."""
-        return self.store.log.read(**filters)
+        """The log (archived events included) in order; filters as
+        :meth:`evq.eventlog.sqlite.SqliteLog.read`."""
+        return archive.read(self.store.log, **filters)
 
     def jobs(self, state: str | None = None, *, queue: str | None = None,
              name: str | None = None, limit: int = 100) -> list[JobRow]:
@@ -203,9 +208,13 @@ class Queue:
         """Jobs waiting in ``queue``: ready and delayed, not yet claimed."""
         return sum(c.pending for c in self.store.tables.queue_counts() if c.queue == queue)
 
-    def stats(self) -> dict[str, Any]:
-        """Counts per queue and state, and per job type: outcomes, retries, wait and run times."""
+    def stats(self, window: int = WINDOW) -> dict[str, Any]:
+        """Counts per queue and state; per job type the all-time totals, with percentiles of
+        wait and run time over the latest jobs; and ``recent``: outcomes, retries, failure rate,
+        wait and run times and throughput per queue and per job type over the latest jobs (see
+        :mod:`evq.projections.analytics`)."""
         now = time.time()
+        latest = recent(self.store.log, now, window)
         delayed = self.store.tables.delayed_counts(now)
         queues = {}
         for c in self.store.tables.queue_counts():
@@ -222,13 +231,13 @@ class Queue:
             entry["failure_rate"] = t.failures / attempts if attempts else 0.0
             entry["avg_duration"] = t.total_duration / t.succeeded if t.succeeded else None
             entry["avg_wait"] = t.total_wait / t.started if t.started else None
-            for column in ("duration", "wait"):
-                samples = self.store.tables.samples(t.name, column)
-                for p in (50, 95, 99):
-                    entry[f"{column}_p{p}"] = percentile(samples, p)
+            by_type = latest["job_types"].get(t.name, {})
+            for p in (50, 95, 99):
+                entry[f"duration_p{p}"] = by_type.get(f"run_p{p}")
+                entry[f"wait_p{p}"] = by_type.get(f"wait_p{p}")
             types[t.name] = entry
         return {"url": self.url, "last_seq": self.store.log.last_seq(), "queues": queues,
-                "job_types": types}
+                "job_types": types, "recent": latest}
 
     # -- operating -----------------------------------------------------------------------------
 
@@ -295,6 +304,8 @@ class Queue:
 
     def worker(self, **options: Any) -> Worker:
         """A worker on this queue's store; see :class:`evq.workers.worker.Worker`."""
+        from evq.workers.worker import Worker  # lazily: commands that only read skip asyncio
+
         return Worker(self.store, **options)
 
 
@@ -328,10 +339,3 @@ def _finite(value: object) -> bool:
     return (isinstance(value, int | float) and not isinstance(value, bool)
             and math.isfinite(value))
 
-
-def percentile(sorted_values: Sequence[float], p: float) -> float | None:
-    """The ``p``-th percentile (nearest rank) of already sorted values."""
-    if not sorted_values:
-        return None
-    k = max(0, math.ceil(p / 100 * len(sorted_values)) - 1)
-    return sorted_values[k]

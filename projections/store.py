@@ -110,26 +110,12 @@ class Store:
     def rebuild(self, *, into: Store | None = None, until: int | None = None,
                 progress: Callable[[int], None] | None = None) -> int:
         """Throw the projections of ``into`` (default: this store) away and derive them again
-        from this log, up to position ``until``. Returns the number of events applied."""
-        target = into or self
-        rows: dict[int, JobRow] = {}
-        deltas = Deltas()
-        count = 0
+        from this log and its archive, up to position ``until``. Returns the number of events
+        applied. (:func:`evq.projections.replay.replay` has every option.)"""
+        from .replay import replay
 
-        def records() -> Iterable[Record]:
-            nonlocal count
-            for rec in self.log.read(until=until):
-                count += 1
-                if progress and count % 10_000 == 0:
-                    progress(count)
-                yield rec
-
-        with target.log.transaction():
-            _apply_all(records(), rows, deltas)
-            target.tables.reset()
-            target.tables.save(row_writes(rows.values(), (), {}))
-            target.tables.bump(deltas)
-        return count
+        return replay(self, into=into, until=until,
+                      progress=progress and (lambda done, _total: progress(done))).events
 
     def verify(self) -> list[str]:
         """Rebuild the projections aside (in memory) and list every difference from the live

@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
-import sqlite_utils
 
 from evq.eventlog.sqlite import SqliteLog, run_script
 
@@ -129,6 +128,8 @@ class SqliteTables:
     @staticmethod
     def create(conn: sqlite3.Connection) -> None:
         """Create the tables and indexes (inside the schema transaction)."""
+        import sqlite_utils  # only when a store is created: it takes 100 ms to import
+
         db = sqlite_utils.Database(conn)
         db.table("jobs").create(_columns(JobRow), pk="id", if_not_exists=True)
         db.table("counts").create(_columns(Counts), pk=("queue", "name"), if_not_exists=True)
@@ -178,10 +179,6 @@ class SqliteTables:
         if deltas.counts:
             self.log.conn.executemany(_BUMP, [
                 (q, n, *(d.get(f, 0) for f in _TOTALS)) for (q, n), d in deltas.counts.items()])
-
-    def reset(self) -> None:
-        for table in ("jobs", "counts"):
-            self.log.conn.execute(f"DELETE FROM {table}")
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -261,15 +258,6 @@ class SqliteTables:
     def type_stats(self) -> list[JobTypeStats]:
         return [JobTypeStats(*t) for t in self.log.read_rows(
             f"SELECT {', '.join(TYPE_COLUMNS)} FROM job_type_stats ORDER BY name")]
-
-    def samples(self, name: str, column: str, limit: int = 10_000) -> list[float]:
-        """The latest values of ``wait`` or ``duration`` for one job name, sorted."""
-        assert column in ("wait", "duration")
-        state = "'succeeded'" if column == "duration" else "state"
-        got = self.log.read_rows(
-            f"SELECT {column} FROM jobs WHERE name = ? AND state = {state} AND {column} "
-            f"IS NOT NULL ORDER BY id DESC LIMIT {int(limit)}", (name,))
-        return sorted(v for (v,) in got)
 
     def counts(self) -> list[Counts]:
         return [Counts(*t) for t in self.log.read_rows(

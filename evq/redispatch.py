@@ -1,0 +1,68 @@
+"""Redispatch: queue past jobs again as new jobs, each linked to its original by ``replay_of``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import cast
+
+import msgspec
+
+from evq.eventlog.events import JobDispatched
+from evq.projections.model import JOB_COLUMNS, JobRow
+from evq.projections.store import Store
+
+
+def matching(store: Store, *, states: Sequence[str] = (), name: str | None = None,
+             queue: str | None = None, after: int = 0, until: int | None = None,
+             since_ts: float | None = None, until_ts: float | None = None) -> list[JobRow]:
+    """Jobs dispatched after position ``after`` (and up to ``until``; from ``since_ts`` up to
+    ``until_ts``) matching the filters, in dispatch order."""
+    where, params = ["id > ?"], [cast(object, after)]
+    for clause, value in (("id <= ?", until), ("dispatched_at >= ?", since_ts),
+                          ("dispatched_at <= ?", until_ts), ("name = ?", name),
+                          ("queue = ?", queue)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    if states:
+        where.append(f"state IN ({','.join('?' * len(states))})")
+        params.extend(states)
+    return [JobRow(*t) for t in store.log.read_rows(
+        f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE {' AND '.join(where)} ORDER BY id",
+        params)]
+
+
+def again(row: JobRow, now: float) -> JobDispatched:
+    """A new job with the original's name, queue, arguments and settings, ready now."""
+    return JobDispatched(
+        ts=now, name=row.name, queue=row.queue, payload=msgspec.Raw(row.payload.encode()),
+        priority=row.priority, run_at=now, tries=row.tries,
+        backoff=msgspec.json.decode(row.backoff), timeout=row.timeout,
+        replay_of=str(row.id))
+
+
+# Finds the copies of a job. Partial: jobs that are not copies (nearly all) have no entry, so
+# dispatches and claims write nothing more; created by the first redispatch.
+LINKS_INDEX = "jobs_replays"
+_LINKS_DDL = (f"CREATE INDEX IF NOT EXISTS {LINKS_INDEX} ON jobs(replay_of) "
+              "WHERE replay_of IS NOT NULL")
+
+
+def redispatch(store: Store, rows: Sequence[JobRow], *, now: float | None = None) -> list[int]:
+    """Dispatch ``rows`` again in one transaction; returns the new jobs' ids."""
+    now = time.time() if now is None else now
+    if not rows:
+        return []
+    with store.log.transaction() as conn:
+        conn.execute(_LINKS_DDL)
+        return [r.seq for r in store.append([again(r, now) for r in rows])]
+
+
+def copies(store: Store, job_id: int) -> list[int]:
+    """The jobs dispatched again from ``job_id`` by :func:`redispatch`."""
+    if not store.log.read_rows("SELECT 1 FROM sqlite_master WHERE name = ?", (LINKS_INDEX,)):
+        return []
+    return [i for (i,) in store.log.read_rows(
+        f"SELECT id FROM jobs INDEXED BY {LINKS_INDEX} WHERE replay_of = ? ORDER BY id",
+        (str(job_id),))]
