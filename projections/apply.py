@@ -121,6 +121,19 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
     return None
 
 
+# The totals of ``counts`` that an event adds one to, when it changes its job's row.
+_TOTALS: dict[type[Event], tuple[str, ...]] = {
+    JobDispatched: ("dispatched",),
+    JobStarted: ("started",),
+    JobSucceeded: ("successes",),
+    JobFailed: ("failures",),
+    JobTimedOut: ("failures", "timed_out"),
+    LeaseExpired: ("failures",),
+    JobRetryScheduled: ("retried",),
+    JobDead: ("dead",),
+}
+
+
 class Deltas:
     """Increments of the ``counts`` table, gathered over the events of one transaction."""
 
@@ -135,28 +148,17 @@ class Deltas:
         row = new or old
         assert row is not None
         c = self.counts[row.queue, row.name]
-        if old is not None and (new is None or old.state != new.state):
-            c[old.state] -= 1
-        if new is not None and (old is None or old.state != new.state):
-            c[new.state] += 1
-        match event:
-            case JobDispatched():
-                c["dispatched"] += 1
-            case JobStarted():
-                c["started"] += 1
-                c["total_wait"] += row.wait or 0.0
-            case JobSucceeded():
-                c["successes"] += 1
-                c["total_duration"] += event.duration
-            case JobTimedOut():
-                c["failures"] += 1
-                c["timed_out"] += 1
-            case JobFailed() | LeaseExpired():
-                c["failures"] += 1
-            case JobRetryScheduled():
-                c["retried"] += 1
-            case JobDead():
-                c["dead"] += 1
+        if old is None or new is None or old.state != new.state:
+            if old is not None:
+                c[old.state] -= 1
+            if new is not None:
+                c[new.state] += 1
+        for total in _TOTALS.get(type(event), ()):
+            c[total] += 1
+        if type(event) is JobStarted:
+            c["total_wait"] += row.wait or 0.0
+        elif type(event) is JobSucceeded:
+            c["total_duration"] += event.duration  # type: ignore[attr-defined]
 
     def __bool__(self) -> bool:
         return bool(self.counts)
