@@ -20,11 +20,11 @@ from msgspec.structs import replace
 
 from .codec import Record, decode, encode
 from .errors import DecodeError, StoreBusy, StoreError
-from .events import Event
+from .events import Event, JobDispatched
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the workers table
 
 EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS events (
@@ -210,7 +210,7 @@ class SqliteLog:
         rows = []
         for e, q in zip(events, queues, strict=True):
             seq += 1
-            if not e.job_id:
+            if not e.job_id and isinstance(e, JobDispatched):
                 e = replace(e, job_id=seq)
             records.append(Record(seq, e))  # type: ignore[arg-type]
             rows.append((seq, e.ts, e.__struct_config__.tag, e.job_id, q, encode(e).decode()))

@@ -22,6 +22,7 @@ from evq.eventlog.sqlite import SqliteLog
 from .apply import Deltas, apply
 from .model import JobRow
 from .tables import SqliteTables
+from .workers import WorkerTable, worker_events
 
 Select = Callable[[SqliteTables], Iterable[JobRow]]
 Decide = Callable[[JobRow], Sequence[Event]]
@@ -34,7 +35,8 @@ class Store:
         self.log = log
         self.url = url
         self.tables = SqliteTables(log)
-        log.migrate(SqliteTables.create)
+        self.workers = WorkerTable(log)
+        log.migrate(lambda conn: (SqliteTables.create(conn), WorkerTable.create(conn)))
         self.changed = threading.Condition()
         self._version = 0
         log.on_commit(self._notify)
@@ -76,6 +78,7 @@ class Store:
         changed, removed = _apply_all(records, rows, deltas)
         self.tables.save(changed.values(), removed)
         self.tables.bump(deltas)
+        self.workers.record(worker_events(records))
         return records
 
     # -- replay --------------------------------------------------------------------------------
@@ -88,11 +91,14 @@ class Store:
         rows: dict[int, JobRow] = {}
         deltas = Deltas()
         count = 0
+        workers: list[Record] = []
 
         def records() -> Iterable[Record]:
             nonlocal count
             for rec in self.log.read(until=until):
                 count += 1
+                if not rec.event.job_id:
+                    workers.append(rec)
                 if progress and count % 10_000 == 0:
                     progress(count)
                 yield rec
@@ -102,6 +108,8 @@ class Store:
             target.tables.reset()
             target.tables.save(rows.values(), ())
             target.tables.bump(deltas)
+            target.workers.reset()
+            target.workers.record(worker_events(workers))
         return count
 
     def verify(self) -> list[str]:
@@ -121,7 +129,8 @@ class Store:
         out: list[str] = []
         for label, a, b, key in (("job", mine[0], theirs[0], "id"),
                                  ("queue_stats", _nonzero(mine[1]), _nonzero(theirs[1]), "queue"),
-                                 ("job_type_stats", mine[2], theirs[2], "name")):
+                                 ("job_type_stats", mine[2], theirs[2], "name"),
+                                 ("worker", self.workers.all(), other.workers.all(), "name")):
             left = {getattr(r, key): r for r in a}
             right = {getattr(r, key): r for r in b}
             for k in sorted(left.keys() | right.keys()):
