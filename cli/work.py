@@ -1,4 +1,4 @@
-"""``evq work``: run a worker in this process until it is told to stop."""
+"""``evq work``: run a worker in this process, or supervise several worker processes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 from enum import StrEnum
 
 import typer
+
+from evq.workers.supervisor import EXIT_RECYCLE, Supervisor
 
 from .context import get, import_apps
 
@@ -29,12 +31,24 @@ def register(app: typer.Typer) -> None:
                                    help="Queues in order of precedence, e.g. high,default,low: "
                                         "a later queue runs only when the earlier are empty."),
         concurrency: int = typer.Option(1, "--concurrency", "-c", min=1,
-                                        help="Jobs run at once (threads)."),
+                                        help="Jobs run at once (per worker process)."),
         pool: Pool = typer.Option(Pool.thread, "--pool",
                                   help="thread: sync jobs on threads, async jobs on one event "
-                                       "loop; async: the same; process: not available yet."),
+                                       "loop; async: the same; process: each job in a child "
+                                       "process (one per --concurrency), killed past its "
+                                       "timeout, replaced if it crashes."),
+        processes: int = typer.Option(1, "--processes", "-p", min=1,
+                                      help="Worker processes to start and supervise (each with "
+                                           "--concurrency runners); one that dies is "
+                                           "restarted."),
         max_jobs: int = typer.Option(None, "--max-jobs", min=1,
-                                     help="Stop after this many jobs."),
+                                     help="Stop after this many jobs; under a supervisor "
+                                          "(--processes, --max-memory) the process is replaced "
+                                          "by a fresh one instead."),
+        max_memory: float = typer.Option(None, "--max-memory", min=1,
+                                         help="MB of resident memory (RSS) after which a worker "
+                                              "process is stopped gracefully and replaced "
+                                              "(starts a supervisor)."),
         stop_when_empty: bool = typer.Option(False, "--stop-when-empty",
                                              help="Stop once no job is ready or running "
                                                   "(delayed jobs stay for a later worker)."),
@@ -47,26 +61,54 @@ def register(app: typer.Typer) -> None:
                                     help="On SIGTERM/SIGINT, seconds to let running jobs "
                                          "finish."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each failure."),
+        supervised: bool = typer.Option(False, "--supervised", hidden=True,
+                                        help="Run as a supervisor's worker process."),
     ) -> None:
         """Run a worker: claim jobs, run them, record every step in the log."""
-        if pool is Pool.process:
-            raise typer.BadParameter("the process pool is not available yet; use thread",
-                                     param_hint="--pool")
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         import_apps(app_modules)
         q = get(ctx).queue()
-        worker = q.worker(queues=[s.strip() for s in queues.split(",") if s.strip()],
-                          concurrency=concurrency, max_jobs=max_jobs,
+        queue_list = [s.strip() for s in queues.split(",") if s.strip()]
+        if not supervised and (processes > 1 or max_memory is not None):
+            command = [sys.executable, "-m", "evq.cli", "--url", q.url, "work", "--supervised",
+                       "--queues", ",".join(queue_list), "--concurrency", str(concurrency),
+                       "--pool", pool.value, "--sleep", str(sleep), "--lease", str(lease),
+                       "--grace", str(grace)]
+            command += [a for m in app_modules for a in ("--app", m)]
+            command += ["--max-jobs", str(max_jobs)] if max_jobs else []
+            command += ["--stop-when-empty"] if stop_when_empty else []
+            command += ["--verbose"] if verbose else []
+            q.close()
+            raise typer.Exit(_supervise(command, processes, max_memory))
+        worker = q.worker(queues=queue_list, concurrency=concurrency, max_jobs=max_jobs,
                           stop_when_empty=stop_when_empty, sleep=sleep, lease=lease,
-                          grace=grace)
+                          grace=grace, pool=pool.value)
 
         def on_signal(signum: int, _frame: object) -> None:
             worker.stop()
 
         signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        # a supervised process hears Ctrl-C through its supervisor, not from the terminal
+        signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else on_signal)
         print(f"evq worker {worker.name} on {q.url}: queues {','.join(worker.queues)}, "
-              f"concurrency {concurrency}", file=sys.stderr)
+              f"concurrency {concurrency}, pool {pool.value}", file=sys.stderr)
         done = worker.run()
         print(f"evq worker {worker.name} stopped after {done} jobs", file=sys.stderr)
+        if supervised and max_jobs is not None and worker.claimed >= max_jobs:
+            raise typer.Exit(EXIT_RECYCLE)
+
+
+def _supervise(command: list[str], processes: int, max_memory: float | None) -> int:
+    supervisor = Supervisor(command, processes, max_memory_mb=max_memory)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        supervisor.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"evq supervisor: {processes} worker processes", file=sys.stderr)
+    code = supervisor.run()
+    print(f"evq supervisor stopped ({supervisor.restarts} restarts)", file=sys.stderr)
+    return code
+

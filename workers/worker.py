@@ -32,12 +32,17 @@ from evq.eventlog.events import (
     LeaseExpired,
     LeaseExtended,
     LeaseReleased,
+    WorkerHeartbeat,
+    WorkerStarted,
+    WorkerStopped,
 )
 from evq.projections.model import JobRow
 from evq.projections.store import Store
 from evq.projections.tables import SqliteTables
 
+from .embedded import Running
 from .execute import AsyncRunner, Outcome, load, run, timed_out
+from .procpool import ProcessPool
 from .retry import after_failure
 from .wake import FileWatcher
 
@@ -73,10 +78,12 @@ class Worker:
     def __init__(self, store: Store, *, queues: Sequence[str] = ("default",),
                  concurrency: int = 1, max_jobs: int | None = None,
                  stop_when_empty: bool = False, sleep: float = 3.0, lease: float = 30.0,
-                 grace: float = 30.0, name: str | None = None,
+                 grace: float = 30.0, name: str | None = None, pool: str = "thread",
                  on_progress: Callable[[int], None] | None = None) -> None:
         if concurrency < 1:
             raise EvqError("concurrency must be at least 1")
+        if pool not in ("thread", "async", "process"):
+            raise EvqError(f"unknown pool {pool!r}: use thread, async or process")
         if lease <= 0 or sleep <= 0:
             raise EvqError("lease and sleep must be positive numbers of seconds")
         self.store = store
@@ -89,6 +96,7 @@ class Worker:
         self.grace = grace
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:x}"
         self.on_progress = on_progress
+        self.pool = pool
         self.claimed = 0  # jobs claimed so far
         self.done = 0  # attempts finished so far
         self._cv = threading.Condition()
@@ -102,6 +110,7 @@ class Worker:
         self._avg_duration = 0.01
         self._leases: dict[int, float] = {}  # job id -> lease expiry, for jobs held here
         self._async: AsyncRunner | None = None
+        self._procs = ProcessPool() if pool == "process" else None
         self._threads: list[threading.Thread] = []
         self._next_heartbeat = 0.0
         self._next_expiry_check = 0.0
@@ -115,6 +124,11 @@ class Worker:
             self._stopping = True
             self._cv.notify_all()
 
+    def start(self) -> Running:
+        """Run this worker on a thread of its own, for embedding in an application; returns the
+        handle that stops it (also as ``with`` or ``async with``)."""
+        return Running(self)
+
     def poke(self) -> None:
         """Wake the idle loop: something in the store may have changed."""
         with self._cv:
@@ -127,6 +141,11 @@ class Worker:
         """Work until stopped; returns the number of attempts finished."""
         watcher = FileWatcher(self.store.path, self.poke) if self.store.path else None
         unsubscribe = self.store.log.on_commit(self.poke)
+        self._write(lambda: self.store.append([WorkerStarted(
+            ts=time.time(), worker=self.name, host=socket.gethostname(), pid=os.getpid(),
+            queues=self.queues, concurrency=self.concurrency, pool=self.pool,
+            lease=self.lease)]), None)
+        self._next_heartbeat = time.time() + self.lease / 3
         for i in range(self.concurrency):
             self._spawn(i)
         try:
@@ -272,10 +291,11 @@ class Worker:
             attempts = {r.id: r.attempt for r in self._todo}
             attempts.update({i: s.row.attempt for i, s in self._running.items()})
         until = now + self.lease
-        events: list[Event] = [LeaseExtended(job_id=i, ts=now, attempt=attempts[i],
+        events: list[Event] = [WorkerHeartbeat(ts=now, worker=self.name, done=self.done)]
+        events += [LeaseExtended(job_id=i, ts=now, attempt=attempts[i],
                                              lease_expires=max(until, t))
                                for i, t in due if i in attempts]
-        if events and self._write(lambda: self.store.append(events), None) is not None:
+        if self._write(lambda: self.store.append(events), None) is not None:
             with self._cv:
                 for e in events:
                     if e.job_id in self._leases:
@@ -322,7 +342,10 @@ class Worker:
                     self._cv.notify_all()
                 self._outbox.append(JobStarted(job_id=row.id, ts=started, attempt=row.attempt,
                                                worker=self.name))
-            outcome = run(row, started, self._async_runner, slot.deadline_by_loop)
+            if self._procs is not None:
+                outcome = self._procs.run(row, started, slot.deadline_by_loop)
+            else:
+                outcome = run(row, started, self._async_runner, slot.deadline_by_loop)
             if slot.abandoned:
                 # timed out meanwhile: record what happened (a stale outcome changes nothing)
                 with self._cv:
@@ -368,9 +391,12 @@ class Worker:
             release = [LeaseReleased(job_id=r.id, ts=now, attempt=r.attempt) for r in unstarted]
             with self._cv:
                 self._outbox.extend(release)
+                self._outbox.append(WorkerStopped(ts=now, worker=self.name, done=self.done))
             with contextlib.suppress(EvqError):
                 self._flush()
         if watcher:
             watcher.close()
         if self._async:
             self._async.close()
+        if self._procs:
+            self._procs.close()
