@@ -61,6 +61,9 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
         return StoreError(f"{path} is read-only ({text})")
     if "disk is full" in text:
         return StoreError(f"{path}: the disk is full; nothing was written ({text})")
+    if "disk I/O error" in text:  # also what a write past a file-size limit (EFBIG) gives
+        return StoreError(f"{path}: a write failed (disk full, a file-size limit or a failing "
+                          f"disk); nothing was written ({text})")
     return StoreError(f"{path}: {text}")
 
 

@@ -124,10 +124,23 @@ class CliBloat(evq.Job):
     """Keeps ``mb`` megabytes alive in the worker's process (for ``--max-memory``)."""
 
     mb: int = 50
+    seconds: float = 0.0
 
     def handle(self) -> int:
         _kept.append(b"x" * (self.mb * 2**20))
+        time.sleep(self.seconds)
         return os.getpid()
+
+
+class CliWork(evq.Job):
+    """Sleeps ``seconds``; three tries, so that an attempt lost with its worker is retried."""
+
+    tries = 3
+    seconds: float = 0.0
+
+    def handle(self) -> float:
+        time.sleep(self.seconds)
+        return self.seconds
 
 
 def job_types() -> list[type[evq.Job]]:

@@ -120,8 +120,10 @@ class Supervisor:
         return clean
 
     def _restart_pause(self, child: _Child, code: int) -> None:
-        """Wait before a restart while processes keep dying young (a crash loop)."""
-        if code in (0, EXIT_RECYCLE) or time.monotonic() - child.started >= YOUNG:
+        """Wait before a restart while processes keep dying (or blowing the memory limit)
+        young: a crash loop, or a limit below what a fresh worker needs."""
+        planned = code == EXIT_RECYCLE or (code == 0 and not child.recycling)
+        if planned or time.monotonic() - child.started >= YOUNG:
             self._pause = 0.0
             return
         self._pause = min(MAX_PAUSE, max(0.1, self._pause * 2))
