@@ -304,8 +304,8 @@ def test_supervisor_recycles_by_jobs_and_by_memory(url: str, q: evq.Queue,
     assert len(q.workers(stopped=True)) >= 3
 
     before = len(q.workers(stopped=True))
-    bloats = q.dispatch_many([CliBloat(mb=150, seconds=1.0) for _ in range(2)])
-    by_memory = spawn(url, "work", "--app", APP, "--max-memory", "120", "--stop-when-empty",
+    bloats = q.dispatch_many([CliBloat(mb=80, seconds=0.6) for _ in range(2)])
+    by_memory = spawn(url, "work", "--app", APP, "--max-memory", "90", "--stop-when-empty",
                       "--sleep", "0.1")
     assert by_memory.wait(60) == 0, by_memory.stderr
     assert "recycling" in by_memory.stderr
