@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -185,8 +186,6 @@ def _file_size_limit(extra: int, db: Path) -> Callable[[], None]:
     limit = max(p.stat().st_size for p in db.parent.glob(db.name + "*")) + extra
 
     def apply() -> None:
-        import resource
-
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
@@ -206,8 +205,8 @@ def test_a_full_disk_fails_a_dispatch_cleanly(url: str, db: Path, q: evq.Queue) 
     verify(url, db)
 
 
-def test_a_worker_on_a_full_disk_keeps_going(url: str, db: Path, q: evq.Queue) -> None:
-    q.dispatch_many([CliAdd(a=i, b=1) for i in range(50)])
+def test_a_worker_on_a_full_disk_waits_and_recovers(url: str, db: Path, q: evq.Queue) -> None:
+    ids = q.dispatch_many([CliAdd(a=i, b=1) for i in range(50)])
     evq_cmd = [sys.executable, "-m", "evq.cli", "--url", url, "work", "--app", APP,
                "--sleep", "0.1"]
     proc = subprocess.Popen(evq_cmd, cwd=ROOT, text=True, stderr=subprocess.PIPE,
@@ -219,6 +218,10 @@ def test_a_worker_on_a_full_disk_keeps_going(url: str, db: Path, q: evq.Queue) -
             assert line, "the worker ended"
             line = proc.stderr.readline()
         assert "a write failed" in line and proc.poll() is None
+        assert succeeded(db) == 0
+        unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, unlimited)  # space is back
+        wait_for(lambda: succeeded(db) == len(ids), what="the jobs, once writes succeed")
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=30)
     finally:
@@ -226,6 +229,7 @@ def test_a_worker_on_a_full_disk_keeps_going(url: str, db: Path, q: evq.Queue) -
             proc.kill()
             proc.communicate(timeout=10)
     assert proc.returncode == 0 and "Traceback" not in rest
+    check_exactly_once(db, ids)
     verify(url, db)
 
 
