@@ -3,10 +3,12 @@
 One thread (the caller of :meth:`Worker.run`) is the only one that writes to the store: each
 pass it appends the events the runner threads produced since the last pass (group commit),
 claims more jobs when the local backlog runs low (one transaction for a whole batch), extends the
-leases it holds (heartbeat), settles leases that other workers let expire, and times out sync jobs
-that overran. Runner threads only run jobs. While nothing is ready the loop sleeps until the store
-changes (watchfiles on the database files, or a commit in this process), the next delayed job is
-due, or the fallback poll (``sleep``) comes round.
+leases it holds and says it is alive (heartbeat: one ``WorkerHeartbeat`` per interval, not per
+job), settles leases that other workers let expire, and times out sync jobs that overran. Runner
+threads only run jobs, themselves or (``pool="process"``) through a child process each. While
+nothing is ready the loop sleeps until the store changes (watchfiles on the database files, or a
+commit in this process), the next delayed job is due, or the fallback poll (``sleep``) comes
+round.
 
 A crash loses at most the outcomes not yet written (one pass): those jobs run again after their
 leases expire, which is within at-least-once delivery.
@@ -72,7 +74,8 @@ class Worker:
     """Runs jobs from ``queues`` (in that order of precedence) of one store.
 
     ``run()`` blocks until the worker stops: after ``max_jobs`` jobs, when nothing is left to do
-    with ``stop_when_empty``, or on ``stop()``.
+    with ``stop_when_empty``, or on ``stop()``; ``start()`` runs it on a thread instead.
+    ``pool`` is ``"thread"`` (or ``"async"``, the same) or ``"process"`` (see :mod:`.procpool`).
     """
 
     def __init__(self, store: Store, *, queues: Sequence[str] = ("default",),
