@@ -242,7 +242,9 @@ class Worker:
             return [JobLeased(job_id=row.id, ts=now, worker=self.name, attempt=row.attempt + 1,
                               lease_expires=max(lease_until, now + (row.timeout or 0) + 1))]
 
-        rows: list[JobRow] = self._write(lambda: self.store.transact(ready, lease), [])
+        rows = self._write(lambda: self.store.transact(ready, lease), None)
+        if rows is None:
+            return True  # the store refused (locked, full): not empty; try again after a pause
         if not rows:
             return False
         with self._cv:
