@@ -110,7 +110,11 @@ class ProcessPool:
         """Run one attempt of ``row`` in a child and return its outcome; the timeout is
         enforced here (``on_own_deadline`` tells the caller so)."""
         on_own_deadline()
-        child = self._checkout()
+        try:
+            child = self._checkout()
+        except Exception as exc:  # cannot start a process (limits, memory): fail the attempt
+            return failure(row, started, WorkerCrashed(
+                f"cannot start a process for {row.name} job {row.id}: {exc}"))
         try:
             child.conn.send_bytes(_encode((row, started)))
             wait = None if row.timeout is None else max(0.0, started + row.timeout - time.time())
@@ -119,13 +123,16 @@ class ProcessPool:
                 return timed_out(row, _job_or_none(row))
             events = _decode_events(child.conn.recv_bytes())
         except (EOFError, OSError):
-            how = child.describe_end()
-            self._discard(child)
-            return failure(row, started, WorkerCrashed(
-                f"the process running {row.name} job {row.id} died ({how}) before it "
-                "reported an outcome"), job=_job_or_none(row))
-        self._checkin(child)
-        return Outcome(list(events))
+            how = f"died ({child.describe_end()})"
+        except msgspec.DecodeError as exc:
+            how = f"sent an outcome that does not decode ({exc})"
+        else:
+            self._checkin(child)
+            return Outcome(list(events))
+        self._discard(child)
+        return failure(row, started, WorkerCrashed(
+            f"the process running {row.name} job {row.id} {how} before it reported an "
+            "outcome"), job=_job_or_none(row))
 
     def close(self) -> None:
         """Kill every child (a job still running in one is lost, as after a crash)."""

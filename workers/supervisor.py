@@ -94,6 +94,8 @@ class Supervisor:
         proc = subprocess.Popen(self.command, env=self.env,
                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self._children[slot] = _Child(slot, proc)
+        if self._signals:  # a stop came while it started
+            _terminate(proc)
         log.info("worker process %d started (pid %d)", slot, proc.pid)
 
     def _reap(self) -> bool:
