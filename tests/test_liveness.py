@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -143,3 +145,43 @@ def test_embedded_worker_reports_its_error(queue: evq.Queue,
     running = worker.start()
     with pytest.raises(RuntimeError, match="the loop broke"):
         running.join(10)
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+def evq_cli(*args: Any) -> Any:
+    from typer.testing import CliRunner
+
+    from evq.cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_evq_workers_and_health_commands(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/evq.db"
+    with contextlib.closing(evq.connect(url)) as q:
+        now = time.time()
+        q.append([WorkerStarted(ts=now, worker="w1", pid=11, queues=["a", "b"]),
+                  WorkerStarted(ts=now - 100, worker="w0", lease=10.0)])
+        q.dispatch_many([Add(a=i, b=1) for i in range(3)])
+    listed = evq_cli("--url", url, "workers", "--json")
+    assert listed.exit_code == 0
+    assert [(w["name"], w["status"], w["queues"]) for w in json.loads(listed.stdout)] == [
+        ("w0", "lost", ""), ("w1", "alive", "a,b")]
+    table = evq_cli("--url", url, "workers")
+    assert table.exit_code == 0 and "w1" in table.stdout and "alive" in table.stdout
+
+    healthy = evq_cli("--url", url, "health", "--json")
+    assert healthy.exit_code == 0, healthy.output
+    report = json.loads(healthy.stdout)
+    assert report["status"] == "ok"
+    assert [c["name"] for c in report["checks"]] == ["store", "workers", "backlog",
+                                                     "failure_rate"]
+    degraded = evq_cli("--url", url, "health", "--max-backlog", "2")
+    assert degraded.exit_code == 1 and degraded.stdout.splitlines()[-1] == "degraded"
+    assert evq_cli("--url", url, "health", "--min-workers", "2").exit_code == 2
+    gone = evq_cli("--url", f"sqlite:///{tmp_path}/nowhere/evq.db", "health", "--json")
+    assert gone.exit_code == 2 and json.loads(gone.stdout)["status"] == "unhealthy"
+    bad = evq_cli("--url", url, "health", "--max-failure-rate", "2")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
