@@ -9,6 +9,7 @@ from enum import StrEnum
 
 import typer
 
+from evq.eventlog.errors import ConfigError
 from evq.workers.supervisor import EXIT_RECYCLE, Supervisor
 
 from .context import get, import_apps
@@ -64,13 +65,17 @@ def register(app: typer.Typer) -> None:
         supervised: bool = typer.Option(False, "--supervised", hidden=True,
                                         help="Run as a supervisor's worker process."),
     ) -> None:
-        """Run a worker: claim jobs, run them, record every step in the log."""
+        """Run a worker: claim jobs, run them, record every step in the log (with --processes,
+        supervise several worker processes)."""
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         import_apps(app_modules)
         q = get(ctx).queue()
         queue_list = [s.strip() for s in queues.split(",") if s.strip()]
         if not supervised and (processes > 1 or max_memory is not None):
+            if q.store.path is None:
+                raise ConfigError(f"{q.url} lives in one process: --processes and --max-memory "
+                                  "need a SQLite file (sqlite:///path/to/evq.db)")
             command = [sys.executable, "-m", "evq.cli", "--url", q.url, "work", "--supervised",
                        "--queues", ",".join(queue_list), "--concurrency", str(concurrency),
                        "--pool", pool.value, "--sleep", str(sleep), "--lease", str(lease),

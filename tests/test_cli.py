@@ -699,6 +699,11 @@ def test_query_needs_an_existing_sqlite_file(tmp_path: Path) -> None:
     assert_error(invoke(["--url", "memory://", "query", "SELECT 1"]), "memory://")
 
 
+def test_several_worker_processes_need_a_sqlite_file() -> None:
+    assert_error(invoke(["--url", "memory://", "work", "--app", APP, "--processes", "2"]),
+                 "need a SQLite file")
+
+
 # -- replay ------------------------------------------------------------------------------------
 
 
