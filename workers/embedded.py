@@ -44,7 +44,8 @@ class Running:
 
     def stop(self, timeout: float | None = None, *, wait: bool = True) -> int | None:
         """Stop claiming, let running jobs finish (within the worker's grace, or ``wait=False``:
-        at once) and wait for the thread; returns the number of attempts finished."""
+        at once) and wait for the thread; returns the number of attempts finished (None if it
+        has not ended within ``timeout``)."""
         self.worker.stop()
         if not wait:
             self.worker.stop()
