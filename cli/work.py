@@ -109,6 +109,9 @@ def _supervise(command: list[str], processes: int, max_memory: float | None) -> 
 
     def on_signal(signum: int, _frame: object) -> None:
         supervisor.stop()
+        print("evq supervisor: stopping the worker processes at once" if supervisor.stopping > 1
+              else "evq supervisor: stopping the worker processes (a second signal stops them "
+                   "at once)", file=sys.stderr)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -318,3 +318,19 @@ def test_supervisor_recycles_a_worker_past_max_memory(url: str, q: evq.Queue,
     assert q.job(job).state == "succeeded"  # the recycled worker finished it first
     first, second = q.workers(stopped=True)  # the second started because the first was recycled
     assert (first.pid, first.done, second.done) == (int(q.job(job).result or 0), 1, 0)
+
+
+def test_a_second_signal_stops_the_supervisor_at_once(url: str, q: evq.Queue,
+                                                      spawn: Callable[..., Evq]) -> None:
+    ids = q.dispatch_many([CliWork(seconds=30) for _ in range(2)])
+    supervisor = spawn(url, "work", "--app", APP, "--processes", "2", "--grace", "60",
+                       "--sleep", "0.1")
+    wait_for(lambda: any(j.state == "running" for j in q.jobs("running")), what="a job start")
+    supervisor.signal(signal.SIGTERM)
+    wait_for(lambda: "a second signal" in supervisor.stderr, what="the first signal")
+    supervisor.signal(signal.SIGTERM)  # signals sent back to back may arrive as one
+    signalled = time.monotonic()
+    assert supervisor.wait(15) == 0, supervisor.stderr
+    assert time.monotonic() - signalled < 10 and "Traceback" not in supervisor.stderr
+    # stopped at once: the jobs stay held until their leases expire, as after a crash
+    assert {q.job(i).state for i in ids} <= {"leased", "running"}

@@ -62,13 +62,13 @@ class Supervisor:
         self.restarts = 0
         self.failed = 0  # processes that ended with an error (or a signal) and were replaced
         self._wake = threading.Event()
-        self._signals = 0
+        self.stopping = 0  # how many times stop() was called
         self._children: dict[int, _Child] = {}  # slot -> running process
         self._pause = 0.0
 
     def stop(self) -> None:
         """Stop every process gracefully; a second call stops them at once."""
-        self._signals += 1
+        self.stopping += 1
         for child in list(self._children.values()):
             _terminate(child.proc)
         self._wake.set()
@@ -84,7 +84,7 @@ class Supervisor:
                 self._wake.wait(CHECK_EVERY)
                 self._wake.clear()
                 clean = self._reap() and clean
-                if not self._signals:
+                if not self.stopping:
                     self._check_memory()
         finally:
             signal.signal(signal.SIGCHLD, previous)
@@ -94,7 +94,7 @@ class Supervisor:
         proc = subprocess.Popen(self.command, env=self.env,
                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self._children[slot] = _Child(slot, proc)
-        if self._signals:  # a stop came while it started
+        if self.stopping:  # a stop came while it started
             _terminate(proc)
         log.info("worker process %d started (pid %d)", slot, proc.pid)
 
@@ -106,7 +106,7 @@ class Supervisor:
             if code is None:
                 continue
             del self._children[slot]
-            if self._signals:
+            if self.stopping:
                 clean = clean and code in (0, EXIT_RECYCLE, -signal.SIGTERM)
                 continue
             if code == 0 and not child.recycling:
@@ -116,7 +116,7 @@ class Supervisor:
                 log.warning("worker process %d (pid %d) died (%s); restarting it", slot,
                             child.proc.pid, _describe(code))
             self._restart_pause(child, code)
-            if not self._signals:
+            if not self.stopping:
                 self.restarts += 1
                 self._start(slot)
         return clean
