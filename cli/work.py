@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from enum import StrEnum
@@ -10,7 +11,7 @@ from enum import StrEnum
 import typer
 
 from evq.eventlog.errors import ConfigError
-from evq.workers.supervisor import EXIT_RECYCLE, Supervisor
+from evq.workers.supervisor import EXIT_RECYCLE, Supervisor, rss_mb
 
 from .context import get, import_apps
 
@@ -73,6 +74,9 @@ def register(app: typer.Typer) -> None:
         q = get(ctx).queue()
         queue_list = [s.strip() for s in queues.split(",") if s.strip()]
         if not supervised and (processes > 1 or max_memory is not None):
+            if max_memory is not None and rss_mb(os.getpid()) is None:
+                raise ConfigError("--max-memory reads memory use from /proc, which this system "
+                                  "does not have")
             if q.store.path is None:
                 raise ConfigError(f"{q.url} lives in one process: --processes and --max-memory "
                                   "need a SQLite file (sqlite:///path/to/evq.db)")

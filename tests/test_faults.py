@@ -245,9 +245,6 @@ def test_process_pool_kills_hanging_jobs_and_survives_crashes(
                    "--stop-when-empty", "--sleep", "0.1")
     assert worker.wait(60) == 0, worker.stderr
     assert "Traceback" not in worker.stderr
-    assert [e.event.__struct_config__.tag for e in q.history(hang)][-5:] == [
-        "JobStarted", "JobTimedOut", "JobRetryScheduled", "JobLeased", "JobStarted"] or (
-        q.job(hang).state == "failed")
     kinds = Counter(r.event.__struct_config__.tag for r in q.history(hang))
     assert (kinds["JobTimedOut"], kinds["JobDead"], q.job(hang).state) == (2, 1, "failed")
     assert marker.read_text() == "timed out\n" * 2  # the hook ran for each attempt
