@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from jobs import CALLS, FAILED_HOOK, TIMED_OUT_HOOK, Add, AsyncAdd, Exits, Flaky, SlowSync
+from jobs import (
+    CALLS,
+    FAILED_HOOK,
+    TIMED_OUT_HOOK,
+    Add,
+    AsyncAdd,
+    Exits,
+    Flaky,
+    QuickWithTimeout,
+    SlowSync,
+)
 
 import evq
 from evq.eventlog.events import JobDispatched
@@ -40,6 +50,13 @@ def test_outcomes_match_the_thread_pool(queue: evq.Queue, key: str) -> None:
     assert kinds(queue, slow)[-2:] == ["JobTimedOut", "JobDead"]
     assert TIMED_OUT_HOOK[key] == 1  # its child was killed: its hooks ran in the worker
     assert queue.store.verify() == []
+
+
+def test_the_timeout_counts_from_the_start_in_the_child(queue: evq.Queue) -> None:
+    """Starting a child takes longer than this job's 0.1 s timeout: it must not count."""
+    job = queue.dispatch(QuickWithTimeout())
+    assert queue.worker(pool="process", stop_when_empty=True).run() == 1
+    assert queue.job(job).state == "succeeded"
 
 
 def test_a_closed_pool_kills_its_children() -> None:

@@ -19,7 +19,6 @@ import multiprocessing
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -38,6 +37,10 @@ _decode_task = msgspec.msgpack.Decoder(tuple[JobRow, float]).decode
 _decode_events = msgspec.msgpack.Decoder(list[AnyEvent]).decode
 
 
+READY = b"ready"  # a new child's first message: its imports are done
+START_TIMEOUT = 60.0
+
+
 class WorkerCrashed(Exception):
     """The process that ran the job died before it reported an outcome."""
 
@@ -51,6 +54,7 @@ def _child(conn: Connection, modules: list[str]) -> None:
     for name in modules:
         with contextlib.suppress(Exception):  # its jobs then fail as unknown, clearly
             importlib.import_module(name)
+    conn.send_bytes(READY)
     runner: AsyncRunner | None = None
 
     def async_runner() -> AsyncRunner:
@@ -79,6 +83,10 @@ class _Process:
                                              name="evq-job", daemon=True)
         self.proc.start()
         child_end.close()
+        # wait for it to be ready, so that no job's timeout runs while it starts
+        if not self.conn.poll(START_TIMEOUT) or self.conn.recv_bytes() != READY:
+            self.kill()
+            raise OSError(f"the process did not start within {START_TIMEOUT:g}s")
 
     def kill(self) -> None:
         self.proc.kill()
@@ -117,8 +125,7 @@ class ProcessPool:
                 f"cannot start a process for {row.name} job {row.id}: {exc}"))
         try:
             child.conn.send_bytes(_encode((row, started)))
-            wait = None if row.timeout is None else max(0.0, started + row.timeout - time.time())
-            if not child.conn.poll(wait):
+            if not child.conn.poll(row.timeout):
                 self._discard(child)
                 return timed_out(row, _job_or_none(row))
             events = _decode_events(child.conn.recv_bytes())
