@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, inspect, manage, replay, sql, work
+from . import demo, inspect, liveness, manage, replay, sql, work
 from .app import make_app
 from .context import Context
 
@@ -22,7 +22,7 @@ def root(
     ctx.obj = Context(url)
 
 
-for module in (work, manage, inspect, sql, replay, demo):
+for module in (work, manage, inspect, liveness, sql, replay, demo):
     module.register(app)
 
 

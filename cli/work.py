@@ -1,13 +1,19 @@
-"""``evq work``: run a worker in this process until it is told to stop."""
+"""``evq work``: run a worker in this process, or supervise several worker processes."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import sys
+from collections.abc import Iterator
 from enum import StrEnum
 
 import typer
+
+from evq.eventlog.errors import ConfigError
+from evq.workers.supervisor import EXIT_RECYCLE, Supervisor, rss_mb
 
 from .context import get, import_apps
 from .timeparse import parse_age
@@ -30,12 +36,24 @@ def register(app: typer.Typer) -> None:
                                    help="Queues in order of precedence, e.g. high,default,low: "
                                         "a later queue runs only when the earlier are empty."),
         concurrency: int = typer.Option(1, "--concurrency", "-c", min=1,
-                                        help="Jobs run at once (threads)."),
+                                        help="Jobs run at once (per worker process)."),
         pool: Pool = typer.Option(Pool.thread, "--pool",
                                   help="thread: sync jobs on threads, async jobs on one event "
-                                       "loop; async: the same; process: not available yet."),
+                                       "loop; async: the same; process: each job in a child "
+                                       "process (one per --concurrency), killed past its "
+                                       "timeout, replaced if it crashes."),
+        processes: int = typer.Option(1, "--processes", "-p", min=1,
+                                      help="Worker processes to start and supervise (each with "
+                                           "--concurrency runners); one that dies is "
+                                           "restarted."),
         max_jobs: int = typer.Option(None, "--max-jobs", min=1,
-                                     help="Stop after this many jobs."),
+                                     help="Stop after this many jobs; under a supervisor "
+                                          "(--processes, --max-memory) the process is replaced "
+                                          "by a fresh one instead."),
+        max_memory: float = typer.Option(None, "--max-memory", min=1,
+                                         help="MB of resident memory (RSS) after which a worker "
+                                              "process is stopped gracefully and replaced "
+                                              "(starts a supervisor)."),
         stop_when_empty: bool = typer.Option(False, "--stop-when-empty",
                                              help="Stop once no job is ready or running "
                                                   "(delayed jobs stay for a later worker)."),
@@ -52,35 +70,83 @@ def register(app: typer.Typer) -> None:
                                           help="Retention: now and every hour, archive the "
                                                "events of jobs finished longer ago than this "
                                                "age (e.g. 7d)."),
+        supervised: bool = typer.Option(False, "--supervised", hidden=True,
+                                        help="Run as a supervisor's worker process."),
     ) -> None:
-        """Run a worker: claim jobs, run them, record every step in the log."""
-        if pool is Pool.process:
-            raise typer.BadParameter("the process pool is not available yet; use thread",
-                                     param_hint="--pool")
+        """Run a worker: claim jobs, run them, record every step in the log (with --processes,
+        supervise several worker processes)."""
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         import_apps(app_modules)
         age = parse_age(archive_after) if archive_after is not None else None
         q = get(ctx).queue()
-        worker = q.worker(queues=[s.strip() for s in queues.split(",") if s.strip()],
-                          concurrency=concurrency, max_jobs=max_jobs,
+        queue_list = [s.strip() for s in queues.split(",") if s.strip()]
+        if not supervised and (processes > 1 or max_memory is not None):
+            if max_memory is not None and rss_mb(os.getpid()) is None:
+                raise ConfigError("--max-memory reads memory use from /proc, which this system "
+                                  "does not have")
+            if q.store.path is None:
+                raise ConfigError(f"{q.url} lives in one process: --processes and --max-memory "
+                                  "need a SQLite file (sqlite:///path/to/evq.db)")
+            command = [sys.executable, "-m", "evq.cli", "--url", q.url, "work", "--supervised",
+                       "--queues", ",".join(queue_list), "--concurrency", str(concurrency),
+                       "--pool", pool.value, "--sleep", str(sleep), "--lease", str(lease),
+                       "--grace", str(grace)]
+            command += [a for m in app_modules for a in ("--app", m)]
+            command += ["--max-jobs", str(max_jobs)] if max_jobs else []
+            command += ["--stop-when-empty"] if stop_when_empty else []
+            command += ["--verbose"] if verbose else []
+            q.close()
+            with _archiving(q.url, age):  # by the supervisor, not by each of its processes
+                code = _supervise(command, processes, max_memory)
+            raise typer.Exit(code)
+        worker = q.worker(queues=queue_list, concurrency=concurrency, max_jobs=max_jobs,
                           stop_when_empty=stop_when_empty, sleep=sleep, lease=lease,
-                          grace=grace)
+                          grace=grace, pool=pool.value)
 
         def on_signal(signum: int, _frame: object) -> None:
             worker.stop()
 
         signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        # a supervised process hears Ctrl-C through its supervisor, not from the terminal
+        signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else on_signal)
         print(f"evq worker {worker.name} on {q.url}: queues {','.join(worker.queues)}, "
-              f"concurrency {concurrency}", file=sys.stderr)
-        if age is not None:
-            from evq.projections.retention import keep_archiving
-
-            stop_archiving = keep_archiving(q.url, age)
-        try:
+              f"concurrency {concurrency}, pool {pool.value}", file=sys.stderr)
+        with _archiving(q.url, age):
             done = worker.run()
-        finally:
-            if age is not None:
-                stop_archiving()
         print(f"evq worker {worker.name} stopped after {done} jobs", file=sys.stderr)
+        if supervised and max_jobs is not None and worker.claimed >= max_jobs:
+            raise typer.Exit(EXIT_RECYCLE)
+
+
+@contextlib.contextmanager
+def _archiving(url: str, age: float | None) -> Iterator[None]:
+    """Retention (``--archive-after``): archive old finished jobs now and every hour meanwhile."""
+    if age is None:
+        yield
+        return
+    from evq.projections.retention import keep_archiving
+
+    stop = keep_archiving(url, age)
+    try:
+        yield
+    finally:
+        stop()
+
+
+def _supervise(command: list[str], processes: int, max_memory: float | None) -> int:
+    supervisor = Supervisor(command, processes, max_memory_mb=max_memory)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        supervisor.stop()
+        print("evq supervisor: stopping the worker processes at once" if supervisor.stopping > 1
+              else "evq supervisor: stopping the worker processes (a second signal stops them "
+                   "at once)", file=sys.stderr)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"evq supervisor: {processes} worker processes", file=sys.stderr)
+    code = supervisor.run()
+    print(f"evq supervisor stopped ({supervisor.restarts} restarts)", file=sys.stderr)
+    return code
+

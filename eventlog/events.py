@@ -138,6 +138,37 @@ class QueueCleared(Event, frozen=True, tag="QueueCleared"):
     queue: str
 
 
+class WorkerEvent(Event, frozen=True):
+    """Base of the events of a worker's life; they concern no job (``job_id`` stays 0) and
+    change only the ``workers`` projection."""
+
+    worker: str
+
+
+class WorkerStarted(WorkerEvent, frozen=True, tag="WorkerStarted"):
+    """(none) -> alive: a worker began; silent for longer than ``lease``, it counts as lost."""
+
+    host: str = ""
+    pid: int = 0
+    queues: list[str] = []
+    concurrency: int = 1
+    pool: str = "thread"
+    lease: float = 30.0
+
+
+class WorkerHeartbeat(WorkerEvent, frozen=True, tag="WorkerHeartbeat"):
+    """alive -> alive: the worker is still there (one per heartbeat interval, not per job);
+    ``done``: attempts it finished so far."""
+
+    done: int = 0
+
+
+class WorkerStopped(WorkerEvent, frozen=True, tag="WorkerStopped"):
+    """alive -> stopped: the worker stopped gracefully (a worker that dies writes nothing)."""
+
+    done: int = 0
+
+
 AnyEvent = (
     JobDispatched
     | JobLeased
@@ -154,6 +185,9 @@ AnyEvent = (
     | JobRequeued
     | JobPurged
     | QueueCleared
+    | WorkerStarted
+    | WorkerHeartbeat
+    | WorkerStopped
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -24,7 +24,7 @@ from .events import Event, JobDispatched
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the workers table
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index
 # of events by job (one page less per dispatch); reads by job look it up by position instead.
@@ -71,6 +71,9 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
         return StoreError(f"{path} is read-only ({text})")
     if "disk is full" in text:
         return StoreError(f"{path}: the disk is full; nothing was written ({text})")
+    if "disk I/O error" in text:  # also what a write past a file-size limit (EFBIG) gives
+        return StoreError(f"{path}: a write failed (disk full, a file-size limit or a failing "
+                          f"disk); nothing was written ({text})")
     return StoreError(f"{path}: {text}")
 
 

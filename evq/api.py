@@ -30,6 +30,7 @@ from evq.projections.store import Store, open_store
 from evq.workers import registry
 from evq.workers.retry import backoff_schedule
 
+from . import health
 from .jobs import Job, check_int, check_queue, validated_payload
 
 if TYPE_CHECKING:
@@ -303,10 +304,20 @@ class Queue:
     # -- workers -------------------------------------------------------------------------------
 
     def worker(self, **options: Any) -> Worker:
-        """A worker on this queue's store; see :class:`evq.workers.worker.Worker`."""
+        """A worker on this queue's store; see :class:`evq.workers.worker.Worker`. To run it
+        inside an application: ``with q.worker().start(): ...`` (or ``async with``)."""
         from evq.workers.worker import Worker  # lazily: commands that only read skip asyncio
 
         return Worker(self.store, **options)
+
+    def workers(self, **options: Any) -> list[health.WorkerStatus]:
+        """Alive and lost workers with their last heartbeat and held jobs; see
+        :func:`evq.health.workers`."""
+        return health.workers(self.store, **options)
+
+    def health(self, **thresholds: Any) -> health.Health:
+        """The queue's health checks and verdict; see :func:`evq.health.check`."""
+        return health.check(self.store, **thresholds)
 
 
 @functools.cache

@@ -31,6 +31,10 @@ from evq.eventlog.events import (
     LeaseExtended,
     LeaseReleased,
     QueueCleared,
+    WorkerEvent,
+    WorkerHeartbeat,
+    WorkerStarted,
+    WorkerStopped,
 )
 
 from .model import (
@@ -43,6 +47,7 @@ from .model import (
     RUNNING,
     SUCCEEDED,
     JobRow,
+    WorkerRow,
 )
 
 
@@ -119,6 +124,24 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
         case QueueCleared() if row.state == PENDING:
             return _REMOVED
     return None
+
+
+def apply_worker(row: WorkerRow | None, event: WorkerEvent) -> WorkerRow:
+    """The ``workers`` row of ``event.worker`` after one event of its life."""
+    match event:
+        case WorkerStarted():
+            return WorkerRow(name=event.worker, host=event.host, pid=event.pid,
+                             queues=",".join(event.queues), concurrency=event.concurrency,
+                             pool=event.pool, lease=event.lease, started_at=event.ts,
+                             last_seen=event.ts)
+    row = row or WorkerRow(name=event.worker, started_at=event.ts, last_seen=event.ts)
+    match event:
+        case WorkerHeartbeat() if row.stopped_at is None:
+            return replace(row, last_seen=max(row.last_seen, event.ts), done=event.done)
+        case WorkerStopped():
+            return replace(row, last_seen=max(row.last_seen, event.ts), stopped_at=event.ts,
+                           done=event.done)
+    return row
 
 
 # The totals of ``counts`` that an event adds one to, when it changes its job's row.

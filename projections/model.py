@@ -105,8 +105,25 @@ class Counts(msgspec.Struct):
     total_wait: float = 0.0
 
 
+class WorkerRow(msgspec.Struct, frozen=True):
+    """The ``workers`` table: one worker's life, from its start, heartbeat and stop events."""
+
+    name: str
+    host: str = ""
+    pid: int = 0
+    queues: str = ""  # comma-separated, in order of precedence
+    concurrency: int = 1
+    pool: str = "thread"
+    lease: float = 30.0  # silent for longer than this, the worker counts as lost
+    started_at: float = 0.0
+    last_seen: float = 0.0  # its latest heartbeat
+    stopped_at: float | None = None
+    done: int = 0  # attempts finished, as of its latest heartbeat
+
+
 JOB_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobRow))
 QUEUE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(QueueCounts))
 TYPE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobTypeStats))
 COUNT_COLUMNS = tuple(f.name for f in msgspec.structs.fields(Counts))
 TYPE_SOURCES = {"succeeded": "successes"}  # job_type_stats columns named otherwise in counts
+WORKER_COLUMNS = tuple(f.name for f in msgspec.structs.fields(WorkerRow))

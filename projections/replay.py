@@ -27,6 +27,7 @@ from . import snapshot
 from .apply import Deltas
 from .model import JOB_COLUMNS, JobRow
 from .tables import row_writes
+from .workers import worker_events
 
 if TYPE_CHECKING:
     from .store import Store
@@ -68,6 +69,7 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
         deltas = Deltas()
         first = start.seq if start else 0
         copied: list[Row] = []
+        workers: list[Record] = []  # worker events (job id 0), for the workers table
         count = 0
 
         def records() -> Iterator[Record]:
@@ -86,13 +88,17 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
                 count += 1
                 if progress and count % PROGRESS_EVERY == 0:
                     progress(count, end - first)
-                yield decode_row(row)
+                record = decode_row(row)
+                if not record.event.job_id:
+                    workers.append(record)
+                yield record
 
         from .store import _apply_all
 
         _apply_all(records(), rows, deltas)
         _copy(target.log, copied)
         _write(target, rows, deltas, start.counters if start else {})
+        target.workers.record(worker_events(workers))
     if progress:
         progress(count, count)
     return Replayed(count, first, end, start.ts if start else None)

@@ -23,6 +23,7 @@ from evq.eventlog.sqlite import SqliteLog
 from .apply import Deltas, apply
 from .model import Counts, JobRow
 from .tables import SqliteTables, row_writes
+from .workers import WorkerTable, worker_events
 
 Select = Callable[[SqliteTables], Iterable[JobRow]]
 Decide = Callable[[JobRow], Sequence[Event]]
@@ -35,7 +36,8 @@ class Store:
         self.log = log
         self.url = url
         self.tables = SqliteTables(log)
-        log.migrate(SqliteTables.create)
+        self.workers = WorkerTable(log)
+        log.migrate(lambda conn: (SqliteTables.create(conn), WorkerTable.create(conn)))
         self.changed = threading.Condition()
         self._version = 0
         log.on_commit(self._notify)
@@ -103,6 +105,7 @@ class Store:
         changed, removed = _apply_all(records, rows, deltas)
         self.tables.save(row_writes(changed.values(), removed, before))
         self.tables.bump(deltas)
+        self.workers.record(worker_events(records))
         return records
 
     # -- replay --------------------------------------------------------------------------------
@@ -134,7 +137,8 @@ class Store:
         out: list[str] = []
         for label, a, b, key in (("job", mine[0], theirs[0], ("id",)),
                                  ("counts", _nonzero(mine[1]), _nonzero(theirs[1]),
-                                  ("queue", "name"))):
+                                  ("queue", "name")),
+                                 ("worker", self.workers.all(), other.workers.all(), ("name",))):
             left = {tuple(getattr(r, k) for k in key): r for r in a}
             right = {tuple(getattr(r, k) for k in key): r for r in b}
             for k in sorted(left.keys() | right.keys()):

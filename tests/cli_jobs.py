@@ -9,8 +9,10 @@ of other test modules.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
+from pathlib import Path
 
 import evq
 
@@ -86,6 +88,59 @@ class CliUrgent(evq.Job):
 
     def handle(self) -> str:
         return self.note
+
+
+class CliCrash(evq.Job):
+    """Ends its process at once (``os._exit``), as a segfault or the OOM killer would."""
+
+    tries = 2
+    code: int = 9
+
+    def handle(self) -> None:
+        os._exit(self.code)
+
+
+class CliHang(evq.Job):
+    """Hangs past its timeout; ``timed_out()`` appends a line to ``marker``."""
+
+    timeout = 0.5
+    tries = 2
+    seconds: float = 60.0
+    marker: str = ""
+
+    def handle(self) -> None:
+        time.sleep(self.seconds)
+
+    def timed_out(self) -> None:
+        if self.marker:
+            with Path(self.marker).open("a") as f:
+                f.write("timed out\n")
+
+
+_kept: list[bytes] = []
+
+
+class CliBloat(evq.Job):
+    """Keeps ``mb`` megabytes alive in the worker's process (for ``--max-memory``)."""
+
+    mb: int = 50
+    seconds: float = 0.0
+
+    def handle(self) -> int:
+        _kept.append(b"x" * (self.mb * 2**20))
+        time.sleep(self.seconds)
+        return os.getpid()
+
+
+class CliWork(evq.Job):
+    """Sleeps ``seconds``; three tries, so that an attempt lost with its worker is retried."""
+
+    tries = 3
+    seconds: float = 0.0
+
+    def handle(self) -> float:
+        time.sleep(self.seconds)
+        return self.seconds
 
 
 def job_types() -> list[type[evq.Job]]:

@@ -246,3 +246,13 @@ async def greet(name: str) -> str:
 def core_plain(x: int) -> int:
     """A bare ``@evq.job``: named after the function."""
     return x + 1
+
+
+class QuickWithTimeout(evq.Job):
+    """Well within its short timeout, once it runs (in a child that may first have to start)."""
+
+    job_name = "core.quick_timeout"
+    timeout = 0.1
+
+    def handle(self) -> str:
+        return "quick"

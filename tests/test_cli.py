@@ -699,6 +699,11 @@ def test_query_needs_an_existing_sqlite_file(tmp_path: Path) -> None:
     assert_error(invoke(["--url", "memory://", "query", "SELECT 1"]), "memory://")
 
 
+def test_several_worker_processes_need_a_sqlite_file() -> None:
+    assert_error(invoke(["--url", "memory://", "work", "--app", APP, "--processes", "2"]),
+                 "need a SQLite file")
+
+
 # -- replay ------------------------------------------------------------------------------------
 
 
@@ -791,7 +796,9 @@ def test_evq_url_from_the_environment_and_url_wins(url: str, q: evq.Queue) -> No
     pytest.param(["history"], id="history-without-id"),
     pytest.param(["history", "abc"], id="history-id-not-an-int"),
     pytest.param(["dispatch"], id="dispatch-without-name"),
-    pytest.param(["work", "--app", APP, "--pool", "process"], id="work-process-pool"),
+    pytest.param(["work", "--app", APP, "--pool", "fork"], id="work-unknown-pool"),
+    pytest.param(["work", "--app", APP, "--processes", "0"], id="work-processes-0"),
+    pytest.param(["work", "--app", APP, "--max-memory", "0"], id="work-max-memory-0"),
     pytest.param(["work", "--app", APP, "--concurrency", "0"], id="work-concurrency-0"),
     pytest.param(["events", "--limit", "0"], id="events-limit-0"),
 ])

@@ -176,9 +176,11 @@ def log_json(url: str) -> list[dict[str, Any]]:
 
 
 def by_job(events: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """The events of each job (a worker's own events, with job id 0, are left out)."""
     jobs: dict[int, list[dict[str, Any]]] = {}
     for e in events:
-        jobs.setdefault(e["job_id"], []).append(e)
+        if e["job_id"]:
+            jobs.setdefault(e["job_id"], []).append(e)
     return jobs
 
 

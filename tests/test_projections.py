@@ -34,8 +34,11 @@ from evq.eventlog.events import (
     LeaseExtended,
     LeaseReleased,
     QueueCleared,
+    WorkerHeartbeat,
+    WorkerStarted,
+    WorkerStopped,
 )
-from evq.projections.apply import Deltas, apply
+from evq.projections.apply import Deltas, apply, apply_worker
 from evq.projections.model import JobRow
 from evq.projections.store import Store, open_store
 from evq.workers.retry import after_failure
@@ -305,6 +308,23 @@ def test_succeeded_without_start_changes_nothing() -> None:
 # -- stat increments ---------------------------------------------------------------------------
 
 
+def test_worker_life() -> None:
+    row = apply_worker(None, WorkerStarted(ts=T0, worker="w", pid=3, queues=["a", "b"],
+                                           lease=9.0))
+    assert (row.name, row.pid, row.queues, row.lease, row.last_seen) == ("w", 3, "a,b", 9.0, T0)
+    row = apply_worker(row, WorkerHeartbeat(ts=T0 + 3, worker="w", done=5))
+    assert (row.last_seen, row.done, row.stopped_at) == (T0 + 3, 5, None)
+    row = apply_worker(row, WorkerStopped(ts=T0 + 4, worker="w", done=6))
+    assert (row.last_seen, row.done, row.stopped_at) == (T0 + 4, 6, T0 + 4)
+    assert apply_worker(row, WorkerHeartbeat(ts=T0 + 5, worker="w", done=7)) == row
+
+
+def test_worker_events_change_no_job() -> None:
+    assert apply(None, WorkerStarted(ts=T0, worker="w"), 1) is None
+    assert through(dispatched(job_id=1), WorkerHeartbeat(ts=T0, worker="w")) == through(
+        dispatched(job_id=1))
+
+
 def test_deltas_count_state_changes_and_outcomes() -> None:
     deltas = Deltas()
     row: JobRow | None = None
@@ -347,7 +367,7 @@ LEASE = 30.0
 # operation kinds, repeated to weight them: workers' steps are the most frequent
 KINDS = (["dispatch"] * 4 + ["claim"] * 4 + ["start"] * 4 + ["succeed"] * 2 + ["fail"] * 2
          + ["timeout", "release", "extend", "expire", "expire", "stale", "stale", "late",
-            "cancel", "requeue", "purge", "clear", "retry_all", "flush_failed"])
+            "cancel", "requeue", "purge", "clear", "retry_all", "flush_failed", "life", "life"])
 
 
 class Op(NamedTuple):
@@ -480,6 +500,14 @@ class Driver:
     def op_flush_failed(self, op: Op) -> None:
         self.q.flush_failed()
 
+    def op_life(self, op: Op) -> None:
+        """A worker's start, heartbeat or stop (in any order: a heartbeat may come first)."""
+        name, now = f"w{op.index % 3}", self.tick()
+        event = (WorkerStarted(ts=now, worker=name, pid=op.index, queues=[op.queue]),
+                 WorkerHeartbeat(ts=now, worker=name, done=op.index),
+                 WorkerStopped(ts=now, worker=name, done=op.index))[op.which % 3]
+        self.store.append([event])
+
     def _outcome(self, row: JobRow, which: int, attempt: int) -> Event:
         event = _attempt_events(attempt)[which]
         return msgspec.structs.replace(event, job_id=row.id, ts=self.tick())
@@ -528,6 +556,7 @@ def test_rebuild_gives_the_live_projections(kind: str, steps: list[Op]) -> None:
             assert store.rebuild(into=aside) == store.log.last_seq()
             assert store.differences(aside) == []
             assert aside.tables.dump()[0] == store.tables.dump()[0]  # job rows: exactly
+            assert aside.workers.all() == store.workers.all()
             # the per-queue counters agree with the rows they count
             assert _stat_counts(store) == _counts_by_state(store)
             dispatched_per_name = Counter(

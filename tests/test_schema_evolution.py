@@ -67,5 +67,8 @@ def test_the_v1_log_replays_to_its_projections() -> None:
         assert released["state"] == "pending" and released["worker"] is None
         assert [j["replay_of"] for j in got["jobs"]][-1] == str(broken["id"])
         assert len(jobs) == 6  # the purged and the cleared job left the projections
+        [w1] = store.workers.all()
+        assert (w1.name, w1.pid, w1.queues, w1.last_seen, w1.stopped_at, w1.done) == (
+            "w1", 4242, "default,emails", 1764000060.0, 1764000060.0, 9)
     finally:
         store.close()

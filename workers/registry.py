@@ -29,3 +29,8 @@ def lookup(name: str) -> type[Any]:
 
 def names() -> list[str]:
     return sorted(_types)
+
+
+def modules() -> list[str]:
+    """The modules that define the registered job types (what a child process must import)."""
+    return sorted({cls.__module__ for cls in _types.values()} - {"__main__", "__mp_main__"})

@@ -3,10 +3,12 @@
 One thread (the caller of :meth:`Worker.run`) is the only one that writes to the store: each
 pass it appends the events the runner threads produced since the last pass (group commit),
 claims more jobs when the local backlog runs low (one transaction for a whole batch), extends the
-leases it holds (heartbeat), settles leases that other workers let expire, and times out sync jobs
-that overran. Runner threads only run jobs. While nothing is ready the loop sleeps until the store
-changes (watchfiles on the database files, or a commit in this process), the next delayed job is
-due, or the fallback poll (``sleep``) comes round.
+leases it holds and says it is alive (heartbeat: one ``WorkerHeartbeat`` per interval, not per
+job), settles leases that other workers let expire, and times out sync jobs that overran. Runner
+threads only run jobs, themselves or (``pool="process"``) through a child process each. While
+nothing is ready the loop sleeps until the store changes (watchfiles on the database files, or a
+commit in this process), the next delayed job is due, or the fallback poll (``sleep``) comes
+round.
 
 A crash loses at most the outcomes not yet written (one pass): those jobs run again after their
 leases expire, which is within at-least-once delivery.
@@ -32,12 +34,17 @@ from evq.eventlog.events import (
     LeaseExpired,
     LeaseExtended,
     LeaseReleased,
+    WorkerHeartbeat,
+    WorkerStarted,
+    WorkerStopped,
 )
 from evq.projections.model import HELD, JobRow
 from evq.projections.store import Store
 from evq.projections.tables import SqliteTables
 
+from .embedded import Running
 from .execute import AsyncRunner, Outcome, load, run, timed_out
+from .procpool import ProcessPool
 from .retry import after_failure
 from .wake import FileWatcher
 
@@ -67,16 +74,19 @@ class Worker:
     """Runs jobs from ``queues`` (in that order of precedence) of one store.
 
     ``run()`` blocks until the worker stops: after ``max_jobs`` jobs, when nothing is left to do
-    with ``stop_when_empty``, or on ``stop()``.
+    with ``stop_when_empty``, or on ``stop()``; ``start()`` runs it on a thread instead.
+    ``pool`` is ``"thread"`` (or ``"async"``, the same) or ``"process"`` (see :mod:`.procpool`).
     """
 
     def __init__(self, store: Store, *, queues: Sequence[str] = ("default",),
                  concurrency: int = 1, max_jobs: int | None = None,
                  stop_when_empty: bool = False, sleep: float = 3.0, lease: float = 30.0,
-                 grace: float = 30.0, name: str | None = None,
+                 grace: float = 30.0, name: str | None = None, pool: str = "thread",
                  on_progress: Callable[[int], None] | None = None) -> None:
         if concurrency < 1:
             raise EvqError("concurrency must be at least 1")
+        if pool not in ("thread", "async", "process"):
+            raise EvqError(f"unknown pool {pool!r}: use thread, async or process")
         if lease <= 0 or sleep <= 0:
             raise EvqError("lease and sleep must be positive numbers of seconds")
         self.store = store
@@ -89,6 +99,7 @@ class Worker:
         self.grace = grace
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:x}"
         self.on_progress = on_progress
+        self.pool = pool
         self.claimed = 0  # jobs claimed so far
         self.done = 0  # attempts finished so far
         self._cv = threading.Condition()
@@ -103,6 +114,7 @@ class Worker:
         self._leases: dict[int, float] = {}  # job id -> lease expiry, for jobs held here
         self._held: dict[int, JobRow] = {}  # the rows of the jobs held here, as last written
         self._async: AsyncRunner | None = None
+        self._procs = ProcessPool() if pool == "process" else None
         self._threads: list[threading.Thread] = []
         self._watcher: FileWatcher | None = None
         self._next_heartbeat = 0.0
@@ -117,6 +129,11 @@ class Worker:
             self._stopping = True
             self._cv.notify_all()
 
+    def start(self) -> Running:
+        """Run this worker on a thread of its own, for embedding in an application; returns the
+        handle that stops it (also as ``with`` or ``async with``)."""
+        return Running(self)
+
     def poke(self) -> None:
         """Wake the idle loop: something in the store may have changed."""
         with self._cv:
@@ -129,6 +146,11 @@ class Worker:
         """Work until stopped; returns the number of attempts finished."""
         self._watcher = FileWatcher(self.store.path, self.poke) if self.store.path else None
         unsubscribe = self.store.log.on_commit(self.poke)
+        self._write(lambda: self.store.append([WorkerStarted(
+            ts=time.time(), worker=self.name, host=socket.gethostname(), pid=os.getpid(),
+            queues=self.queues, concurrency=self.concurrency, pool=self.pool,
+            lease=self.lease)]), None)
+        self._next_heartbeat = time.time() + self.lease / 3
         for i in range(self.concurrency):
             self._spawn(i)
         try:
@@ -226,7 +248,9 @@ class Worker:
             return [JobLeased(job_id=row.id, ts=now, worker=self.name, attempt=row.attempt + 1,
                               lease_expires=max(lease_until, now + (row.timeout or 0) + 1))]
 
-        rows: list[JobRow] = self._write(lambda: self.store.transact(ready, lease), [])
+        rows = self._write(lambda: self.store.transact(ready, lease), None)
+        if rows is None:
+            return True  # the store refused (locked, full): not empty; try again after a pause
         if not rows:
             return False
         self._held.update((r.id, r) for r in rows)
@@ -283,11 +307,11 @@ class Worker:
             attempts = {r.id: r.attempt for r in self._todo}
             attempts.update({i: s.row.attempt for i, s in self._running.items()})
         until = now + self.lease
-        events: list[Event] = [LeaseExtended(job_id=i, ts=now, attempt=attempts[i],
+        events: list[Event] = [WorkerHeartbeat(ts=now, worker=self.name, done=self.done)]
+        events += [LeaseExtended(job_id=i, ts=now, attempt=attempts[i],
                                              lease_expires=max(until, t))
                                for i, t in due if i in attempts]
-        if events and self._write(lambda: self.store.append(events, self._held),
-                                  None) is not None:
+        if self._write(lambda: self.store.append(events, self._held), None) is not None:
             with self._cv:
                 for e in events:
                     if e.job_id in self._leases:
@@ -334,7 +358,10 @@ class Worker:
                     self._cv.notify_all()
                 self._outbox.append(JobStarted(job_id=row.id, ts=started, attempt=row.attempt,
                                                worker=self.name))
-            outcome = run(row, started, self._async_runner, slot.deadline_by_loop)
+            if self._procs is not None:
+                outcome = self._procs.run(row, started, slot.deadline_by_loop)
+            else:
+                outcome = run(row, started, self._async_runner, slot.deadline_by_loop)
             if slot.abandoned:
                 # timed out meanwhile: record what happened (a stale outcome changes nothing)
                 with self._cv:
@@ -380,6 +407,7 @@ class Worker:
             release = [LeaseReleased(job_id=r.id, ts=now, attempt=r.attempt) for r in unstarted]
             with self._cv:
                 self._outbox.extend(release)
+                self._outbox.append(WorkerStopped(ts=now, worker=self.name, done=self.done))
             with contextlib.suppress(EvqError):
                 self._flush()
         if self._watcher:
@@ -387,3 +415,5 @@ class Worker:
             self._watcher = None
         if self._async:
             self._async.close()
+        if self._procs:
+            self._procs.close()

@@ -1,0 +1,130 @@
+"""Liveness and health: which workers are alive or lost, and whether the queue is healthy.
+
+A worker writes ``WorkerHeartbeat`` once per heartbeat interval (a third of its lease); one that
+has been silent for longer than its lease, without having written ``WorkerStopped``, is lost.
+Health is a list of checks, each ``ok``, ``degraded`` or ``unhealthy``; the worst one is the
+verdict (exit codes 0, 1, 2 of ``evq health``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from evq.eventlog.errors import StoreError
+from evq.projections.model import WorkerRow
+from evq.projections.store import Store
+
+ALIVE, LOST, STOPPED = "alive", "lost", "stopped"
+OK, DEGRADED, UNHEALTHY = "ok", "degraded", "unhealthy"
+LEVELS = (OK, DEGRADED, UNHEALTHY)  # the exit code of each is its index
+
+_FAILURES = ("JobFailed", "JobTimedOut", "LeaseExpired")
+
+
+class WorkerStatus(msgspec.Struct):
+    """One worker as ``evq workers`` shows it."""
+
+    name: str
+    status: str  # alive, lost or stopped
+    host: str
+    pid: int
+    queues: str
+    pool: str
+    concurrency: int
+    started_at: float
+    last_seen: float
+    stopped_at: float | None
+    done: int
+    held: list[int]  # ids of the jobs it holds a lease on
+
+
+class Check(msgspec.Struct):
+    name: str
+    status: str
+    detail: str
+
+
+class Health(msgspec.Struct):
+    status: str
+    checks: list[Check]
+
+    @property
+    def code(self) -> int:
+        return LEVELS.index(self.status)
+
+
+def status_of(row: WorkerRow, now: float) -> str:
+    if row.stopped_at is not None:
+        return STOPPED
+    return LOST if now - row.last_seen > row.lease else ALIVE
+
+
+def workers(store: Store, *, now: float | None = None, stopped: bool = False,
+            lost_within: float | None = 86400.0) -> list[WorkerStatus]:
+    """Alive and lost workers (lost ones seen within ``lost_within`` seconds, or all of them
+    with None; and with ``stopped``, the stopped ones too), oldest first."""
+    now = time.time() if now is None else now
+    held = store.workers.held()
+    rows = store.workers.all() if stopped else store.workers.running()
+    out = []
+    for r in rows:
+        status = status_of(r, now)
+        if (status == LOST and lost_within is not None and now - r.last_seen > lost_within
+                and not held.get(r.name)):
+            continue
+        out.append(WorkerStatus(
+            name=r.name, status=status, host=r.host, pid=r.pid, queues=r.queues, pool=r.pool,
+            concurrency=r.concurrency, started_at=r.started_at, last_seen=r.last_seen,
+            stopped_at=r.stopped_at, done=r.done, held=held.get(r.name, [])))
+    return out
+
+
+def check(store: Store, *, max_backlog: int = 1000, max_failure_rate: float = 0.1,
+          window: float = 300.0, min_workers: int = 1, now: float | None = None) -> Health:
+    """The queue's health: the store answers, at least ``min_workers`` workers are alive and no
+    lost worker still holds jobs, at most ``max_backlog`` jobs are ready but unclaimed, and at
+    most ``max_failure_rate`` of the attempts of the last ``window`` seconds failed."""
+    now = time.time() if now is None else now
+    try:
+        return _checks(store, max_backlog, max_failure_rate, window, min_workers, now)
+    except StoreError as exc:
+        return unreachable(str(exc))
+
+
+def unreachable(why: str) -> Health:
+    return Health(UNHEALTHY, [Check("store", UNHEALTHY, why)])
+
+
+def _checks(store: Store, max_backlog: int, max_failure_rate: float, window: float,
+            min_workers: int, now: float) -> Health:
+    checks = [Check("store", OK, f"{store.url}: log at seq {store.log.last_seq()}")]
+
+    listed = workers(store, now=now)
+    alive = sum(w.status == ALIVE for w in listed)
+    lost = [w for w in listed if w.status == LOST and w.held]
+    level = UNHEALTHY if alive < min_workers else DEGRADED if lost else OK
+    detail = f"{alive} alive (at least {min_workers} wanted)"
+    if lost:
+        detail += (f"; {len(lost)} lost still holding {sum(len(w.held) for w in lost)} jobs "
+                   "until their leases expire")
+    checks.append(Check("workers", level, detail))
+
+    delayed = store.tables.delayed_counts(now)
+    backlog = sum(c.pending - delayed.get(c.queue, 0) for c in store.tables.queue_counts())
+    checks.append(Check("backlog", DEGRADED if backlog > max_backlog else OK,
+                        f"{backlog} jobs ready and unclaimed (at most {max_backlog})"))
+
+    since = store.log.seq_before(now - window)
+    counts = dict(store.log.read_rows(
+        "SELECT type, count(*) FROM events WHERE seq > ? AND ts >= ? AND type IN "
+        "('JobSucceeded', 'JobFailed', 'JobTimedOut', 'LeaseExpired') GROUP BY type",
+        (since, now - window)))
+    failures = sum(counts.get(t, 0) for t in _FAILURES)
+    attempts = failures + counts.get("JobSucceeded", 0)
+    rate = failures / attempts if attempts else 0.0
+    checks.append(Check("failure_rate", DEGRADED if rate > max_failure_rate else OK,
+                        f"{rate:.1%} of {attempts} attempts in the last {window:g}s failed "
+                        f"(at most {max_failure_rate:.1%})"))
+    return Health(max((c.status for c in checks), key=LEVELS.index), checks)
