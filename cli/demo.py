@@ -42,6 +42,8 @@ def demo(
     thread.start()
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
+    changed = threading.Event()
+    unsubscribe = q.store.log.on_commit(changed.set)
     try:
         with Progress(*columns, console=out) as progress:
             task = progress.add_task("working", total=total)
@@ -50,9 +52,10 @@ def demo(
                 counts = q.store.tables.queue_counts()
                 done = sum(getattr(c, s) for c in counts for s in FINISHED)
                 progress.update(task, completed=done)
-                with q.store.changed:
-                    q.store.changed.wait(0.1)
+                changed.wait(0.1)
+                changed.clear()
     finally:
+        unsubscribe()
         worker.stop()
         thread.join()
     print_stats(q.stats())

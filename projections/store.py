@@ -9,7 +9,6 @@ the checks they make and the events they append can never be split by another wr
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
@@ -38,9 +37,6 @@ class Store:
         self.tables = SqliteTables(log)
         self.workers = WorkerTable(log)
         log.migrate(lambda conn: (SqliteTables.create(conn), WorkerTable.create(conn)))
-        self.changed = threading.Condition()
-        self._version = 0
-        log.on_commit(self._notify)
 
     @property
     def path(self) -> str | None:
@@ -152,18 +148,6 @@ class Store:
                                        and math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-9)):
                         out.append(f"{where}: {field} is {u!r} live, {v!r} rebuilt")
         return out
-
-    # -- change notification -------------------------------------------------------------------
-
-    def _notify(self) -> None:
-        with self.changed:
-            self._version += 1
-            self.changed.notify_all()
-
-    @property
-    def version(self) -> int:
-        """Counts the write transactions this process committed on this store."""
-        return self._version
 
     def close(self) -> None:
         self.log.close()

@@ -67,6 +67,7 @@ def _update_sql(columns: tuple[int, ...]) -> str:
 
 
 _TOTALS = COUNT_COLUMNS[2:]
+_ZEROS = (0,) * len(_TOTALS)
 _BUMP = (f"INSERT INTO counts({', '.join(COUNT_COLUMNS)}) "
          f"VALUES ({', '.join('?' * len(COUNT_COLUMNS))}) ON CONFLICT(queue, name) DO UPDATE SET "
          + ", ".join(f"{f} = {f} + excluded.{f}" for f in _TOTALS))
@@ -178,7 +179,7 @@ class SqliteTables:
     def bump(self, deltas: Deltas) -> None:
         if deltas.counts:
             self.log.conn.executemany(_BUMP, [
-                (q, n, *(d.get(f, 0) for f in _TOTALS)) for (q, n), d in deltas.counts.items()])
+                (q, n, *map(d.get, _TOTALS, _ZEROS)) for (q, n), d in deltas.counts.items()])
 
     # -- reads ---------------------------------------------------------------------------------
 
