@@ -26,7 +26,7 @@ import msgspec
 
 from .codec import Record, decode
 from .errors import DecodeError
-from .sqlite import SqliteLog, run_script
+from .sqlite import SqliteLog, Where, run_script
 
 ARCHIVE_DDL = """
 CREATE TABLE IF NOT EXISTS archive_segments (
@@ -153,20 +153,13 @@ def archived_rows(log: SqliteLog, *, since: int = 0, until: int | None = None,
     at a time (segments of one run hold disjoint positions but may interleave with others)."""
     if not has_archive(log):
         return
-    where: list[str] = ["last_seq > ?"]
-    params: list[object] = [since]
-    if until is not None:
-        where.append("first_seq <= ?")
-        params.append(until)
-    if job_id is not None:
-        where.append("id IN (SELECT segment FROM archive_jobs WHERE job_id = ?)")
-        params.append(job_id)
-    for clause, value in (("last_ts >= ?", since_ts), ("first_ts <= ?", until_ts)):
-        if value is not None:  # only the segments that cover some of the times asked for
-            where.append(clause)
-            params.append(value)
-    segments = log.read_rows(f"SELECT first_seq, id FROM archive_segments WHERE "
-                             f"{' AND '.join(where)} ORDER BY first_seq", params)
+    where = Where("last_seq > ?", params=[since]).given(
+        ("first_seq <= ?", until),
+        ("id IN (SELECT segment FROM archive_jobs WHERE job_id = ?)", job_id),
+        # only the segments that cover some of the times asked for
+        ("last_ts >= ?", since_ts), ("first_ts <= ?", until_ts))
+    segments = log.read_rows(f"SELECT first_seq, id FROM archive_segments WHERE {where} "
+                             "ORDER BY first_seq", where.params)
 
     def segment(i: int) -> Iterator[Row]:
         (blob,), = log.read_rows("SELECT body FROM archive_segments WHERE id = ?", (i,))

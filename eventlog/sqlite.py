@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from msgspec.structs import replace
 
@@ -86,6 +86,35 @@ def _read_only(action: int, arg1: str | None, arg2: str | None, *_: object) -> i
     if action in _READS or (action == sqlite3.SQLITE_PRAGMA and arg2 is None):
         return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_DENY
+
+
+class Where:
+    """A WHERE clause built from conditions, each with its parameters; ``str()`` joins them."""
+
+    def __init__(self, *conditions: str, params: Sequence[object] = ()) -> None:
+        self.clauses = list(conditions) or ["1"]
+        self.params = list(params)
+
+    def add(self, clause: str, *params: object) -> Where:
+        self.clauses.append(clause)
+        self.params.extend(params)
+        return self
+
+    def given(self, *pairs: tuple[str, object]) -> Where:
+        """Add each ``(clause, value)`` whose value is not None (a filter that was given)."""
+        for clause, value in pairs:
+            if value is not None:
+                self.add(clause, value)
+        return self
+
+    def among(self, column: str, values: Sequence[object]) -> Where:
+        """``column IN (values)``, if there are values."""
+        if values:
+            self.add(f"{column} IN ({','.join('?' * len(values))})", *values)
+        return self
+
+    def __str__(self) -> str:
+        return " AND ".join(self.clauses)
 
 
 def run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -248,23 +277,16 @@ class SqliteLog:
         if until_ts is not None:
             bound = self.seq_before(until_ts + TS_DISORDER, after=True)
             until = bound if until is None else min(until, bound)
-        where, params = ["seq > ?"], [cast(object, since)]
+        where = Where("seq > ?", params=[since])
         if job_id is not None:
-            where.append(_BY_JOB)
-            params += [job_id, job_id]
-        for clause, value in (("seq <= ?", until),
-                              ("ts >= ?", since_ts), ("ts <= ?", until_ts),
-                              ("queue = ?", queue)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        if types:
-            where.append(f"type IN ({','.join('?' * len(types))})")
-            params.extend(types)
+            where.add(_BY_JOB, job_id, job_id)
+        where.given(("seq <= ?", until), ("ts >= ?", since_ts), ("ts <= ?", until_ts),
+                    ("queue = ?", queue)).among("type", types)
+        params = where.params
         left = limit
         while left is None or left > 0:
             n = chunk if left is None else min(chunk, left)
-            rows = self.read_rows(f"SELECT seq, body FROM events WHERE {' AND '.join(where)} "
+            rows = self.read_rows(f"SELECT seq, body FROM events WHERE {where} "
                                   f"ORDER BY seq LIMIT {n}", params)
             for seq, body in rows:
                 try:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import cast
 
 import msgspec
 
 from evq.eventlog.events import JobDispatched
+from evq.eventlog.sqlite import Where
 from evq.projections.model import JOB_COLUMNS, JobRow
 from evq.projections.store import Store
 
@@ -18,19 +18,11 @@ def matching(store: Store, *, states: Sequence[str] = (), name: str | None = Non
              since_ts: float | None = None, until_ts: float | None = None) -> list[JobRow]:
     """Jobs dispatched after position ``after`` (and up to ``until``; from ``since_ts`` up to
     ``until_ts``) matching the filters, in dispatch order."""
-    where, params = ["id > ?"], [cast(object, after)]
-    for clause, value in (("id <= ?", until), ("dispatched_at >= ?", since_ts),
-                          ("dispatched_at <= ?", until_ts), ("name = ?", name),
-                          ("queue = ?", queue)):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
-    if states:
-        where.append(f"state IN ({','.join('?' * len(states))})")
-        params.extend(states)
+    where = Where("id > ?", params=[after]).given(
+        ("id <= ?", until), ("dispatched_at >= ?", since_ts), ("dispatched_at <= ?", until_ts),
+        ("name = ?", name), ("queue = ?", queue)).among("state", states)
     return [JobRow(*t) for t in store.log.read_rows(
-        f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE {' AND '.join(where)} ORDER BY id",
-        params)]
+        f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE {where} ORDER BY id", where.params)]
 
 
 def again(row: JobRow, now: float) -> JobDispatched:

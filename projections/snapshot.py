@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from evq.eventlog.sqlite import SqliteLog, run_script
+from evq.eventlog.sqlite import SqliteLog, Where, run_script
 
 from .model import JobRow
 
@@ -92,16 +92,9 @@ def newest(log: SqliteLog, *, at_or_before: int | None = None,
     """The newest snapshot at or before a position (and taken at or before a time)."""
     if not has_snapshots(log):
         return None
-    where: list[str] = ["1"]
-    params: list[object] = []
-    if at_or_before is not None:
-        where.append("seq <= ?")
-        params.append(at_or_before)
-    if ts_at_or_before is not None:
-        where.append("ts <= ?")
-        params.append(ts_at_or_before)
-    got = log.read_rows(f"SELECT seq, ts, body FROM snapshots WHERE {' AND '.join(where)} "
-                        "ORDER BY seq DESC LIMIT 1", params)
+    where = Where().given(("seq <= ?", at_or_before), ("ts <= ?", ts_at_or_before))
+    got = log.read_rows(f"SELECT seq, ts, body FROM snapshots WHERE {where} "
+                        "ORDER BY seq DESC LIMIT 1", where.params)
     if not got:
         return None
     seq, ts, blob = got[0]

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
-from evq.eventlog.sqlite import SqliteLog, run_script
+from evq.eventlog.sqlite import SqliteLog, Where, run_script
 
 from .apply import Deltas
 from .model import (
@@ -220,26 +220,19 @@ class SqliteTables:
              due_after: float | None = None, limit: int = 100,
              newest_first: bool = False) -> list[JobRow]:
         """Jobs matching every given filter, in dispatch order."""
-        where: list[str] = ["1"]
-        params: list[object] = []
+        where = Where().among("state", states)
         index = None  # without one, ORDER BY id LIMIT tempts SQLite to scan every job
-        if states:
-            where.append(f"state IN ({','.join('?' * len(states))})")
-            params.extend(states)
-            cover = next(((i, c) for s, i, c in _COVERING if s >= set(states)), None)
-            if cover is not None:
-                index = cover[0]
-                where.append(cover[1])
+        cover = next(((i, c) for s, i, c in _COVERING if states and s >= set(states)), None)
+        if cover is not None:
+            index = cover[0]
+            where.add(cover[1])
         if due_after is not None:
-            where.append(DELAYED)
             index = "jobs_delayed"
-        for clause, value in (("queue = ?", queue), ("name = ?", name),
-                              ("run_at <= ?", due_before), ("run_at > ?", due_after)):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
+            where.add(DELAYED)
+        where.given(("queue = ?", queue), ("name = ?", name), ("run_at <= ?", due_before),
+                    ("run_at > ?", due_after))
         order = "DESC" if newest_first else ""
-        return self._rows(" AND ".join(where), params, f"ORDER BY id {order} LIMIT {int(limit)}",
+        return self._rows(str(where), where.params, f"ORDER BY id {order} LIMIT {int(limit)}",
                           index)
 
     def pending_ids(self, queue: str) -> list[int]:
