@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 from procstat import idle_cpu_percent, latency_figures
 
 T = TypeVar("T")
+WARM_UP = -1  # the argument of the job that the latency scenario sends first, not measured
 STAMPS = "BENCH_STAMPS"  # environment variable: the folder the hooks write their stamps into
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a database of its own, emptied before every run
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/"
@@ -181,6 +182,17 @@ def stamp(kind: str, n: Any) -> None:
     os.write(fd, f"{int(n)} {now!r}\n".encode())
 
 
+def fresh_database(name: str) -> str:
+    """Drop and create database ``name`` on the local PostgreSQL (with ``psql``, so that no
+    driver is needed); returns its URL."""
+    for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"):
+        done = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", POSTGRES + "test",
+                               "-c", sql], capture_output=True, text=True)
+        if done.returncode != 0:
+            fail(f"psql: {sql}: {done.stderr.strip()}")
+    return POSTGRES + name
+
+
 def say(**fields: object) -> None:
     print(json.dumps(fields), flush=True)
 
@@ -259,7 +271,7 @@ def wait_for(peer: Peer, kind: str, n: int, procs: list[WorkerProcess], timeout:
 def once_each(peer: Peer, kind: str, n: int, partial: bool = False) -> dict[int, float]:
     """{job argument: time} of ``kind``; fails unless every one of the n jobs (with
     ``partial``: of those that got that far) has exactly one."""
-    got = peer.times(kind)
+    got = [(i, ts) for i, ts in peer.times(kind) if i != WARM_UP]
     seen = dict(got)
     if not set(seen) <= set(range(n)) or (not partial and len(seen) != n) or not seen:
         fail(f"{len(seen)} of {n} jobs reached {kind}")
@@ -308,6 +320,9 @@ def latency(peer: Peer, script: str, n: int, gap: float, idle_wait: float,
     try:
         procs[0].go()
         procs[0].read()
+        peer.enqueue(WARM_UP)  # so that the worker has finished starting when it is measured
+        if not wait_for(peer, "start", 1, procs, timeout=120):
+            fail("the worker did not start a first job within 120 s")
         time.sleep(idle_wait)
         cpu = idle_cpu_percent(procs[0].pid, cpu_window)
         enqueued = {}
@@ -317,8 +332,8 @@ def latency(peer: Peer, script: str, n: int, gap: float, idle_wait: float,
             peer.enqueue(i)
             due += gap
             time.sleep(max(0.0, due - time.monotonic()))
-        if not wait_for(peer, "start", n, procs, timeout=120):
-            fail(f"{peer.progress('start')} of {n} jobs started within 120 s")
+        if not wait_for(peer, "start", n + 1, procs, timeout=120):
+            fail(f"{peer.progress('start') - 1} of {n} jobs started within 120 s")
     finally:
         procs[0].stop()
     started = once_each(peer, "start", n)
@@ -354,6 +369,8 @@ def main(make: Callable[[str], Peer], argv: list[str] | None = None) -> None:
     if command == "consume":
         consume(peer, int(args[0]))
         return
+    for kind in ("start", "end"):  # stamps of an earlier run in the same folder
+        Path(peer.folder, f"{kind}.txt").unlink(missing_ok=True)
     peer.reset()
     try:
         if command == "dispatch":
