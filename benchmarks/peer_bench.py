@@ -102,7 +102,7 @@ PEERS = (
                    "'succeeded' (their `at`)"),
     Peer("arq", ("arq",), "arq", REDIS, bulk=False,
          detection=f"worker hooks on_job_start and after_job_end ({HOOKS})"),
-    Peer("saq", ("saq",), "saq", REDIS, bulk=True,
+    Peer("saq", ("saq[redis]", "typing_extensions"), "saq", REDIS, bulk=False,
          detection=f"worker hooks before_process and after_process ({HOOKS})"),
     Peer("taskiq", ("taskiq", "taskiq-redis"), "taskiq_redis", REDIS, bulk=False,
          detection=f"a TaskiqMiddleware's pre_execute and post_execute ({HOOKS})"),
