@@ -31,7 +31,7 @@ class Settings:
     replay_events: int = 1_000_000  # events in the log that is replayed
     growth_sizes: tuple[int, ...] = (10_000, 1_000_000, 5_000_000)  # events in the log
     growth_calls: int = 1_000  # dispatches and jobs drained at each size
-    drain_limit: float = 120.0  # seconds; a peer's drain still running then is cut short
+    drain_limit: float = 60.0  # seconds; a peer's drain still running then is cut short
 
 
 FULL = Settings()
