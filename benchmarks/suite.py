@@ -55,7 +55,8 @@ GROWTH: dict[str, tuple[str, bool]] = {
 }
 # an evq measure -> (the ceiling measure it is held against, events written per job)
 CEILING_OF = {"single": ("1 row/tx", 1), "bulk": ("10k rows/tx", 1),
-              "1 worker": ("10k rows/tx", 4), "2 workers": ("10k rows/tx", 4)}
+              "1 worker": ("10k rows/tx", 4), "2 workers": ("10k rows/tx", 4),
+              "events/s": ("10k rows/tx", 1)}
 
 
 @dataclass
@@ -261,6 +262,10 @@ def compare(figures: list[Figure]) -> None:
             ceiling = ok.get(("sqlite3", measure))
             if ceiling is not None:
                 f.of_ceiling = f.median * events / ceiling.median
+        if f.scenario == "growth" and f.measure.startswith("dispatch "):
+            ceiling = ok.get(("sqlite3", "1 row/tx"))
+            if ceiling is not None:  # µs a call -> calls/s, one event each
+                f.of_ceiling = 1e6 / f.median / ceiling.median
         if f.scenario == "growth" and not f.measure.startswith("build"):
             what = f.measure.split(" ")[0]
             first = next(g for g in figures if g.scenario == "growth"

@@ -61,7 +61,8 @@ def render(figures: list[Figure], targets: list[tuple[str, str, bool]], title: s
                   "better; ratio: on a peer's row evq's median over the peer's (for ↓ rows below "
                   "1 means evq is better), on a growth row the cost over the same cost at the "
                   "smallest log; evq of ceiling: events/s evq wrote over sqlite3's rows/s "
-                  "(1 event per dispatch, 4 per drained job). *Redis here keeps nothing on "
+                  "(1 event per dispatch, 4 per drained job; replay: events replayed/s over rows/s "
+                  "written in batches). *Redis here keeps nothing on "
                   "disk: not durable (a restart loses every queued job); SQLite and PostgreSQL "
                   "are durable.", highlight=False)
     for what, measured, met in targets:
