@@ -1,5 +1,5 @@
-"""CPU time of a process (from /proc) and percentiles; standard library only, so that the huey
-runner can import it inside its own virtual environment."""
+"""CPU time of a process (from /proc) and percentiles; standard library only, so that the peers'
+runners can import it inside their own virtual environments."""
 
 from __future__ import annotations
 
