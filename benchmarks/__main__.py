@@ -42,7 +42,8 @@ def parser() -> argparse.ArgumentParser:
                     "procrastinate, arq, saq, taskiq and pgqueuer (each in its own venv under "
                     "benchmarks/.venvs) and plain sqlite3. Run from the repository root.")
     p.add_argument("--quick", action="store_true",
-                   help="a small version (about a minute): fewer jobs, one repetition")
+                   help="a small version (about 10 minutes with every peer): fewer jobs, one "
+                        "repetition, a smaller log for replay and growth")
     p.add_argument("--only", metavar="SYSTEMS",
                    help=f"comma-separated systems to run: {','.join(suite.SYSTEMS)}")
     p.add_argument("--scenario", metavar="SCENARIOS",
