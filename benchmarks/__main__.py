@@ -1,4 +1,5 @@
-"""``python -m benchmarks``: evq beside huey (SqliteHuey) and plain sqlite3, in one table."""
+"""``python -m benchmarks``: evq beside the Python queues people use and plain sqlite3, in one
+table."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import huey_bench, machine, plot, suite, table
+from . import machine, peer_bench, plot, suite, table
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,10 +38,12 @@ def names(value: str | None, known: tuple[str, ...], what: str) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Benchmark evq's SQLite store beside huey (SqliteHuey, in its own venv "
-                    "under benchmarks/.venvs) and plain sqlite3. Run from the repository root.")
+        description="Benchmark evq's SQLite store beside huey, rq, dramatiq, celery, "
+                    "procrastinate, arq, saq, taskiq and pgqueuer (each in its own venv under "
+                    "benchmarks/.venvs) and plain sqlite3. Run from the repository root.")
     p.add_argument("--quick", action="store_true",
-                   help="a small version (about a minute): fewer jobs, one repetition")
+                   help="a small version (about 10 minutes with every peer): fewer jobs, one "
+                        "repetition, a smaller log for replay and growth")
     p.add_argument("--only", metavar="SYSTEMS",
                    help=f"comma-separated systems to run: {','.join(suite.SYSTEMS)}")
     p.add_argument("--scenario", metavar="SCENARIOS",
@@ -69,19 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     plan = suite.selected(systems, scenarios)
     if not plan:
         sys.stderr.write(f"python -m benchmarks: nothing to run for {', '.join(systems)} in "
-                         f"{', '.join(scenarios)} (sqlite3 has only the ceiling scenario; "
-                         "evq and huey have no ceiling)\n")
+                         f"{', '.join(scenarios)} (sqlite3 has only the ceiling scenario, "
+                         f"{' and '.join(suite.EVQ_ONLY)} are evq's only)\n")
         return 2
     out, err = Console(), Console(stderr=True, highlight=False)
     if not out.is_terminal:  # a file or a pipe: room for the whole table
-        out = Console(width=120)
+        out = Console(width=140)
 
     def say(text: str) -> None:
         err.print(text, markup=False)
 
-    huey_bench.log = say
-    versions = huey_bench.versions() if "huey" in systems else {}
-    about = machine.describe(versions)
+    peer_bench.log = say
+    used = {c.system for c in plan}
+    about = machine.describe({p.name: p.versions() for p in peer_bench.PEERS if p.name in used})
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="evq-bench-") as tmp:
         figures, samples = suite.run(plan, settings, Path(tmp), say)

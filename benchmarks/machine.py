@@ -39,18 +39,21 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def describe(peer_versions: dict[str, Any]) -> dict[str, Any]:
-    """Cores, memory, OS, Python, SQLite and library versions (``peer_versions``: huey's)."""
+def describe(peer_versions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Cores, memory, OS, Python, SQLite and library versions (``peer_versions``: each peer's
+    runner's answer, or why there is none)."""
     libraries = {name: _version(name) for name in ("evq", "msgspec", "watchfiles", "rich",
                                                    "matplotlib")}
-    libraries["huey"] = peer_versions.get("huey")
+    for name, got in peer_versions.items():
+        libraries[name] = got.get(name)
     return {
         "cores": os.cpu_count(), "cpu": _cpu_model(), "memory_gib": _memory_gib(),
         "os": platform.platform(), "python": sys.version.split()[0],
         "sqlite": sqlite3.sqlite_version,
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "libraries": {k: v for k, v in libraries.items() if v is not None},
-        "huey_venv": {k: v for k, v in peer_versions.items() if k != "huey"},
+        "peer_venvs": {name: {k: v for k, v in got.items() if k != name}
+                       for name, got in peer_versions.items()},
     }
 
 

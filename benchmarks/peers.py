@@ -22,12 +22,12 @@ class PeerError(Exception):
 _ready: dict[str, Path | PeerError] = {}
 
 
-def python(name: str, requirement: str, module: str, log: Any = None) -> Path:
-    """The Python of venv ``name``, made and ``requirement`` installed on first use, such that
+def python(name: str, requirements: tuple[str, ...], module: str, log: Any = None) -> Path:
+    """The Python of venv ``name``, made and ``requirements`` installed on first use, such that
     ``import module`` works. Raises PeerError (the same one for the rest of the run) if not."""
     if name not in _ready:
         try:
-            _ready[name] = _make(VENVS / name, requirement, module, log)
+            _ready[name] = _make(VENVS / name, requirements, module, log)
         except PeerError as exc:
             _ready[name] = exc
     got = _ready[name]
@@ -36,15 +36,16 @@ def python(name: str, requirement: str, module: str, log: Any = None) -> Path:
     return got
 
 
-def _make(venv: Path, requirement: str, module: str, log: Any) -> Path:
+def _make(venv: Path, requirements: tuple[str, ...], module: str, log: Any) -> Path:
     exe = venv / "bin" / "python"
     if exe.exists() and _imports(exe, module):
         return exe
+    wanted = " ".join(requirements)
     if log:
-        log(f"making {venv} and installing {requirement} (first use)")
+        log(f"making {venv} and installing {wanted} (first use)")
     _run([sys.executable, "-m", "venv", "--clear", str(venv)], "python -m venv", 300)
     _run([str(exe), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-          requirement], f"pip install {requirement}", 600)
+          *requirements], f"pip install {wanted}", 900)
     if not _imports(exe, module):
         raise PeerError(f"{module} does not import in {venv}")
     return exe

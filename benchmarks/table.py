@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .peer_bench import BY_NAME
 from .suite import Figure
 
 
@@ -19,12 +20,18 @@ def number(value: float) -> str:
     return f"{value:.2f}"
 
 
+def store_of(system: str) -> str:
+    if system in ("evq", "sqlite3"):
+        return "SQLite"
+    return BY_NAME[system].store
+
+
 def render(figures: list[Figure], targets: list[tuple[str, str, bool]], title: str,
            about: str, console: Console) -> None:
     table = Table(title=title, title_justify="left", show_lines=False)
-    for name, justify in (("scenario", "left"), ("system", "left"), ("measure", "left"),
-                          ("median", "right"), ("min", "right"), ("max", "right"),
-                          ("unit", "left"), ("evq ÷ peer", "right"),
+    for name, justify in (("scenario", "left"), ("system", "left"), ("store", "left"),
+                          ("measure", "left"), ("median", "right"), ("min", "right"),
+                          ("max", "right"), ("unit", "left"), ("ratio", "right"),
                           ("evq of ceiling", "right")):
         table.add_column(name, justify=justify, overflow="fold",  # type: ignore[arg-type]
                          ratio=4 if name == "measure" else None)
@@ -35,22 +42,29 @@ def render(figures: list[Figure], targets: list[tuple[str, str, bool]], title: s
         scenario = "" if previous and f.scenario == previous.scenario else f.scenario
         system = "" if previous and not scenario and f.system == previous.system else f.system
         previous = f
+        store = store_of(f.system) if system else ""
         if f.error is not None:
-            table.add_row(scenario, system,
+            table.add_row(scenario, system, store,
                           f"{escape(f.measure)}: [red]failed: {escape(f.error)}[/red]",
                           "", "", "", "", "", "")
             continue
         arrow = "↑" if f.higher_is_better else "↓"
-        table.add_row(scenario, system, f.measure, number(f.median), number(min(f.samples)),
+        measure = f.measure + "".join(f" [dim]({escape(n)})[/dim]" for n in f.notes)
+        table.add_row(scenario, system, store, measure, number(f.median),
+                      number(min(f.samples)),
                       number(max(f.samples)), f"{f.unit} {arrow}",
                       f"{f.ratio:.2f}x" if f.ratio is not None else "",
                       f"{f.of_ceiling:.1%}" if f.of_ceiling is not None else "")
     console.print(table)
     console.print(f"machine: {about}", highlight=False, markup=False)
     console.print("median, min and max of the repetitions; ↑ higher is better, ↓ lower is "
-                  "better; evq ÷ peer: evq's median over this row's (for ↓ rows below 1 means "
-                  "evq is better); evq of ceiling: events/s evq wrote over sqlite3's rows/s "
-                  "(1 event per dispatch, 4 per drained job).", highlight=False)
+                  "better; ratio: on a peer's row evq's median over the peer's (for ↓ rows below "
+                  "1 means evq is better), on a growth row the cost over the same cost at the "
+                  "smallest log; evq of ceiling: events/s evq wrote over sqlite3's rows/s "
+                  "(1 event per dispatch, 4 per drained job; replay: events replayed/s over rows/s "
+                  "written in batches). *Redis here keeps nothing on "
+                  "disk: not durable (a restart loses every queued job); SQLite and PostgreSQL "
+                  "are durable.", highlight=False)
     for what, measured, met in targets:
         mark = "[green]met[/green]" if met else "[red]missed[/red]"
         console.print(f"target {what}: {measured}, {mark}", highlight=False)
