@@ -12,10 +12,7 @@ stats`` and ``evq history ID`` (in process, median of 20); and both as whole com
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +34,8 @@ from evq.eventlog.events import (
 from evq.projections.replay import replay
 from evq.projections.retention import archive_finished
 from evq.projections.snapshot import take
+
+from .evq_growth import command_seconds
 
 QUEUES = ("default", "emails", "reports")
 NAMES = ("SendEmail", "BuildReport", "Resize", "Sync")
@@ -93,14 +92,8 @@ def median_ms(fn: Callable[[], object], runs: int) -> float:
 
 
 def command_ms(url: str, *args: str, runs: int = 5) -> float:
-    """A whole ``evq`` command (the console script beside this Python), as a new process, as a
-    user runs it: with Python's compiled modules cached (one run first, to write them)."""
-    script = str(Path(sys.executable).with_name("evq"))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["EVQ_URL"] = url
-    subprocess.run([script, *args], env=env, check=True, capture_output=True)
-    return median_ms(lambda: subprocess.run([script, *args], env=env, check=True,
-                                            capture_output=True), runs)
+    """A whole ``evq`` command, as a user runs it (see :func:`evq_growth.command_seconds`)."""
+    return statistics.median(command_seconds(url, *args) * 1000 for _ in range(runs))
 
 
 def main() -> None:
