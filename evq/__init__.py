@@ -32,7 +32,7 @@ from .jobs import FunctionJob, Job, job
 
 
 def __getattr__(name: str) -> object:
-    """``evq.Worker``, imported on first use (it brings asyncio and watchfiles)."""
+    """``evq.Worker``, imported on first use (it brings asyncio and the file watcher)."""
     if name == "Worker":
         from evq.workers.worker import Worker
 

@@ -32,6 +32,12 @@ def _wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: f
 
 
 @pytest.fixture
+def key(request: pytest.FixtureRequest) -> str:
+    """A key unique to this test (and store), for what jobs record."""
+    return request.node.nodeid
+
+
+@pytest.fixture
 def wait_until() -> Callable[..., Any]:
     """``wait_until(predicate, timeout=10)``: poll until the predicate holds."""
     return _wait_until

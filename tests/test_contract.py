@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from helpers import event_types
 from jobs import Add, Configured, Noop, Retrying
 
 import evq
@@ -74,10 +75,6 @@ def run_to_failure(q: evq.Queue, job_id: int) -> None:
     assert q.job(job_id).state == "failed"
 
 
-def types(q: evq.Queue, job_id: int) -> list[str]:
-    return [type(r.event).__name__ for r in q.history(job_id)]
-
-
 # -- dispatch and reading ----------------------------------------------------------------------
 
 
@@ -124,7 +121,7 @@ def test_history_lists_every_event_in_order(queue: evq.Queue) -> None:
     start(queue, job_id)
     succeed(queue, job_id, result={"ok": True})
     history = queue.history(job_id)
-    assert types(queue, job_id) == [
+    assert event_types(queue, job_id) == [
         "JobDispatched", "JobLeased", "JobStarted", "JobFailed", "JobRetryScheduled",
         "JobLeased", "JobStarted", "JobSucceeded"]
     seqs = [r.seq for r in history]
@@ -278,7 +275,7 @@ def test_two_claimers_never_get_the_same_job(queue: evq.Queue) -> None:
     assert len(claimed) == len(set(claimed)), "a job was claimed twice"
     assert set(claimed) == ids
     for job_id in ids:
-        assert types(queue, job_id).count("JobLeased") == 1
+        assert event_types(queue, job_id).count("JobLeased") == 1
         assert queue.job(job_id).attempt == 1
 
 
@@ -336,7 +333,7 @@ def test_stale_outcome_is_recorded_but_changes_nothing(queue: evq.Queue) -> None
     queue.append([JobSucceeded(job_id=job_id, ts=now + 62, attempt=1, duration=2.0)])
     queue.append([JobFailed(job_id=job_id, ts=now + 62, attempt=1, error_type="E",
                             message="late")])
-    assert types(queue, job_id)[-2:] == ["JobSucceeded", "JobFailed"]  # recorded
+    assert event_types(queue, job_id)[-2:] == ["JobSucceeded", "JobFailed"]  # recorded
     assert queue.job(job_id) == before  # ...but the row did not move, not even its last_seq
     after_stats = queue.stats()
     assert after_stats["queues"] == stats_before["queues"]
@@ -404,7 +401,7 @@ def test_cleared_job_history_shows_the_clear(queue: evq.Queue) -> None:
     clear_seq = queue.store.log.last_seq()
     with pytest.raises(NotFound):
         queue.history(clear_seq)  # no job was dispatched at that position
-    assert types(queue, job_id) == ["JobDispatched", "QueueCleared"]
+    assert event_types(queue, job_id) == ["JobDispatched", "QueueCleared"]
 
 
 def test_retry_requeues_a_failed_job_with_failures_reset(queue: evq.Queue) -> None:
@@ -414,7 +411,7 @@ def test_retry_requeues_a_failed_job_with_failures_reset(queue: evq.Queue) -> No
     assert (failed.failures, failed.error_type, failed.error) == (1, "ValueError", "boom")
     row = queue.retry(job_id)
     assert (row.state, row.failures, row.finished_at) == ("pending", 0, None)
-    assert types(queue, job_id)[-1] == "JobRequeued"
+    assert event_types(queue, job_id)[-1] == "JobRequeued"
     assert queue.job(job_id) == row
     [again] = claim(queue)
     assert again.id == job_id and again.attempt == 2  # the fencing token keeps counting
@@ -441,7 +438,7 @@ def test_cancel_a_pending_job(queue: evq.Queue) -> None:
     assert (row.state, row.error) == ("cancelled", "not needed")
     assert [r.id for r in queue.jobs("cancelled")] == [job_id]
     assert claim(queue) == []
-    assert types(queue, job_id)[-1] == "JobCancelled"
+    assert event_types(queue, job_id)[-1] == "JobCancelled"
     with pytest.raises(InvalidState):
         queue.cancel(job_id)
     assert queue.retry(job_id).state == "pending"  # a cancelled job can be requeued
@@ -468,7 +465,7 @@ def test_forget_removes_a_finished_job_but_keeps_its_events(queue: evq.Queue) ->
     queue.forget(job_id)
     with pytest.raises(NotFound):
         queue.job(job_id)
-    assert types(queue, job_id)[-1] == "JobPurged"
+    assert event_types(queue, job_id)[-1] == "JobPurged"
     with pytest.raises(NotFound):
         queue.forget(job_id)
     assert queue.store.verify() == []

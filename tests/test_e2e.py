@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import msgspec
 import pytest
+from helpers import event_types
 
 import evq
 from evq.eventlog.events import JobDispatched
@@ -184,10 +185,6 @@ def by_job(events: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
     return jobs
 
 
-def types_of(q: evq.Queue, job_id: int) -> list[str]:
-    return [r.event.__struct_config__.tag for r in q.history(job_id)]
-
-
 def work(url: str, *options: Any, pythonpath: Path | None = None,
          timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``evq work --stop-when-empty`` in a subprocess: it must end by itself with exit code 0."""
@@ -284,7 +281,7 @@ def test_unknown_job_name_fails_and_runs_after_a_deploy(url: str, q: evq.Queue,
         "    def handle(self) -> str:\n"
         "        return 'shipped'\n")
     work(url, "--app", f"{APP},cli_deploy_v2", pythonpath=tmp_path)
-    assert types_of(q, job_id) == [
+    assert event_types(q, job_id) == [
         "JobDispatched", "JobLeased", "JobStarted", "JobFailed", "JobDead", "JobRequeued",
         "JobLeased", "JobStarted", "JobSucceeded"]
     row = q.job(job_id)
@@ -309,10 +306,10 @@ def test_sigterm_lets_the_running_job_finish(url: str, q: evq.Queue,
                                              spawn: Callable[..., Evq]) -> None:
     job_id = q.dispatch(CliSleep(seconds=1.0))
     worker = spawn(url, "work", "--app", APP, "--sleep", "30")
-    wait_for(lambda: "JobStarted" in types_of(q, job_id), what="the job to start")
+    wait_for(lambda: "JobStarted" in event_types(q, job_id), what="the job to start")
     worker.signal(signal.SIGTERM)
     assert worker.wait(15) == 0
-    assert types_of(q, job_id)[-1] == "JobSucceeded"
+    assert event_types(q, job_id)[-1] == "JobSucceeded"
     assert "stopped after 1 jobs" in worker.stderr
 
 

@@ -4,7 +4,7 @@ what only a child process allows (a hung job killed, a crash contained)."""
 from __future__ import annotations
 
 import msgspec
-import pytest
+from helpers import event_types
 from jobs import (
     CALLS,
     FAILED_HOOK,
@@ -23,15 +23,6 @@ from evq.projections.model import JobRow
 from evq.workers.procpool import ProcessPool
 
 
-@pytest.fixture
-def key(request: pytest.FixtureRequest) -> str:
-    return request.node.nodeid
-
-
-def kinds(q: evq.Queue, job_id: int) -> list[str]:
-    return [type(r.event).__name__ for r in q.history(job_id)]
-
-
 def test_outcomes_match_the_thread_pool(queue: evq.Queue, key: str) -> None:
     add = queue.dispatch(Add(a=2, b=3))
     async_add = queue.dispatch(AsyncAdd(a=1, b=1))
@@ -47,7 +38,7 @@ def test_outcomes_match_the_thread_pool(queue: evq.Queue, key: str) -> None:
     assert FAILED_HOOK[key] == ["TimeoutError('core.slow_sync timed out after 0.2s')"]
     assert queue.job(exits).error_type == "SystemExit"
     assert queue.job(unknown).error_type == "UnknownJob"
-    assert kinds(queue, slow)[-2:] == ["JobTimedOut", "JobDead"]
+    assert event_types(queue, slow)[-2:] == ["JobTimedOut", "JobDead"]
     assert TIMED_OUT_HOOK[key] == 1  # its child was killed: its hooks ran in the worker
     assert queue.store.verify() == []
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from helpers import event_types
 from jobs import (
     BARRIERS,
     CALLS,
@@ -48,16 +49,6 @@ from evq.eventlog.events import (
 )
 
 
-@pytest.fixture
-def key(request: pytest.FixtureRequest) -> str:
-    """A key unique to this test (and store), for what jobs record."""
-    return request.node.nodeid
-
-
-def types(q: evq.Queue, job_id: int) -> list[str]:
-    return [type(r.event).__name__ for r in q.history(job_id)]
-
-
 def event_of(q: evq.Queue, job_id: int, kind: type[Event], index: int = -1) -> Any:
     found = [r.event for r in q.history(job_id) if isinstance(r.event, kind)]
     return found[index]
@@ -84,7 +75,8 @@ def test_success_stores_the_result(queue: evq.Queue) -> None:
     worker = queue.worker(stop_when_empty=True)
     assert worker.run() == 1
     assert result(queue, job_id) == 5
-    assert types(queue, job_id) == ["JobDispatched", "JobLeased", "JobStarted", "JobSucceeded"]
+    assert event_types(queue, job_id) == [
+        "JobDispatched", "JobLeased", "JobStarted", "JobSucceeded"]
     assert event_of(queue, job_id, JobStarted).worker == worker.name
     assert event_of(queue, job_id, JobLeased).worker == worker.name
     row = queue.job(job_id)
@@ -104,7 +96,7 @@ def test_a_failing_job_is_retried_then_dies(queue: evq.Queue, key: str,
     assert "ValueError: boom 3" in (row.traceback or "")
     assert CALLS[key] == ["attempt"] * 3
     attempt = ["JobLeased", "JobStarted", "JobFailed"]
-    assert types(queue, job_id) == ["JobDispatched", *attempt, "JobRetryScheduled",
+    assert event_types(queue, job_id) == ["JobDispatched", *attempt, "JobRetryScheduled",
                                     *attempt, "JobRetryScheduled", *attempt, "JobDead"]
     wait_until(lambda: FAILED_HOOK[key])
     assert FAILED_HOOK[key] == ["ValueError('boom 3')"]  # once, with the last error
@@ -172,7 +164,7 @@ def test_a_sync_job_past_its_timeout_is_abandoned(queue: evq.Queue, key: str,
     row = queue.job(slow)
     assert (row.state, row.error_type, row.error) == (
         "failed", "TimeoutError", "timed out after 0.2s")
-    assert types(queue, slow)[-2:] == ["JobTimedOut", "JobDead"]
+    assert event_types(queue, slow)[-2:] == ["JobTimedOut", "JobDead"]
     assert event_of(queue, slow, JobTimedOut).timeout == 0.2
     # the next job ran in a fresh slot, without waiting for the 2 s the abandoned one sleeps
     assert result(queue, quick) == 3
@@ -190,7 +182,7 @@ def test_an_async_job_past_its_timeout_is_cancelled(queue: evq.Queue, key: str,
     assert queue.worker(stop_when_empty=True, concurrency=1).run() == 2
     row = queue.job(slow)
     assert (row.state, row.error_type) == ("failed", "TimeoutError")
-    assert types(queue, slow)[-2:] == ["JobTimedOut", "JobDead"]
+    assert event_types(queue, slow)[-2:] == ["JobTimedOut", "JobDead"]
     assert CANCELLED[key] == 1  # the coroutine saw CancelledError
     wait_until(lambda: TIMED_OUT_HOOK[key] == 1)
     assert result(queue, quick) == 3
@@ -207,7 +199,7 @@ def test_an_unknown_job_name_fails_clearly(queue: evq.Queue) -> None:
     assert (row.state, row.error_type) == ("failed", "UnknownJob")  # at once: retrying is futile
     assert "'core.not-registered'" in (row.error or "")
     assert "--app" in (row.error or "")
-    assert types(queue, job_id) == ["JobDispatched", "JobLeased", "JobStarted", "JobFailed",
+    assert event_types(queue, job_id) == ["JobDispatched", "JobLeased", "JobStarted", "JobFailed",
                                     "JobDead"]
     assert result(queue, good) == 2
 
@@ -303,10 +295,10 @@ def test_graceful_stop_releases_unstarted_jobs(queue: evq.Queue, key: str,
     assert queue.job(first).state == "succeeded"
     others = [i for i in ids if i != first]
     assert [queue.job(i).state for i in others] == ["pending"] * 3
-    released = [i for i in others if "LeaseReleased" in types(queue, i)]
+    released = [i for i in others if "LeaseReleased" in event_types(queue, i)]
     assert released, "no unstarted lease was released"
     for job_id in released:
-        assert types(queue, job_id)[-2:] == ["JobLeased", "LeaseReleased"]
+        assert event_types(queue, job_id)[-2:] == ["JobLeased", "LeaseReleased"]
         assert queue.job(job_id).worker is None
     # nothing is lost: another worker runs the rest
     assert queue.worker(stop_when_empty=True).run() == 3
@@ -336,12 +328,12 @@ def test_a_running_job_keeps_its_lease_by_heartbeat(queue: evq.Queue, key: str,
     worker = queue.worker(lease=1.5, sleep=0.1)
     running = worker_thread(worker)
     try:
-        wait_until(lambda: types(queue, job_id).count("LeaseExtended") >= 2)
+        wait_until(lambda: event_types(queue, job_id).count("LeaseExtended") >= 2)
     finally:
         GATES[key].release.set()
     wait_until(lambda: queue.job(job_id).state == "succeeded")
     running.stop()
-    assert "LeaseExpired" not in types(queue, job_id)
+    assert "LeaseExpired" not in event_types(queue, job_id)
     assert queue.job(job_id).attempt == 1
 
 
@@ -352,7 +344,7 @@ def test_an_expired_lease_of_a_dead_worker_is_settled(queue: evq.Queue, key: str
                             lease_expires=now - 50)])
     assert (queue.job(job_id).state, queue.job(job_id).worker) == ("leased", "dead-worker")
     assert queue.worker(stop_when_empty=True).run() == 1
-    assert types(queue, job_id) == [
+    assert event_types(queue, job_id) == [
         "JobDispatched", "JobLeased", "LeaseExpired", "JobRetryScheduled", "JobLeased",
         "JobStarted", "JobSucceeded"]
     assert event_of(queue, job_id, LeaseExpired).worker == "dead-worker"

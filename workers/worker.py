@@ -6,7 +6,7 @@ claims more jobs when the local backlog runs low (one transaction for a whole ba
 leases it holds and says it is alive (heartbeat: one ``WorkerHeartbeat`` per interval, not per
 job), settles leases that other workers let expire, and times out sync jobs that overran. Runner
 threads only run jobs, themselves or (``pool="process"``) through a child process each. While
-nothing is ready the loop sleeps until the store changes (watchfiles on the database files, or a
+nothing is ready the loop sleeps until the store changes (a watch on the database files, or a
 commit in this process), the next delayed job is due, or the fallback poll (``sleep``) comes
 round.
 
