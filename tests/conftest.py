@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,31 +15,10 @@ from evq.workers import execute
 STORES = ("memory", "sqlite", "postgres")
 
 
-def _wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.005,
-                what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something true (and return that); fail after
-    ``timeout`` seconds. This awaits a condition: it is not a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for "
-                                 f"{what or getattr(predicate, '__name__', predicate)}")
-        time.sleep(interval)
-
-
 @pytest.fixture
 def key(request: pytest.FixtureRequest) -> str:
     """A key unique to this test (and store), for what jobs record."""
     return request.node.nodeid
-
-
-@pytest.fixture
-def wait_until() -> Callable[..., Any]:
-    """``wait_until(predicate, timeout=10)``: poll until the predicate holds."""
-    return _wait_until
 
 
 @pytest.fixture(params=STORES)

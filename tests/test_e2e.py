@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import msgspec
 import pytest
-from helpers import event_types
+from helpers import event_types, wait_until
 
 import evq
 from evq.eventlog.events import JobDispatched
@@ -77,18 +77,6 @@ def run_evq(url: str | None, *args: Any, timeout: float = 60, pythonpath: Path |
     return subprocess.run([*EVQ, *map(str, args)], cwd=ROOT, env=evq_env(url, pythonpath,
                                                                           **extra_env),
                           capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something true (and return that)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.01)
 
 
 class Evq:
@@ -294,7 +282,7 @@ def test_unknown_job_name_fails_and_runs_after_a_deploy(url: str, q: evq.Queue,
 def test_sigterm_stops_an_idle_worker_promptly(url: str, q: evq.Queue,
                                                spawn: Callable[..., Evq]) -> None:
     worker = spawn(url, "work", "--app", APP, "--sleep", "30")
-    wait_for(lambda: "evq worker" in worker.stderr, what="the worker's start line")
+    wait_until(lambda: "evq worker" in worker.stderr, what="the worker's start line")
     started = time.monotonic()
     worker.signal(signal.SIGTERM)
     assert worker.wait(10) == 0
@@ -306,7 +294,7 @@ def test_sigterm_lets_the_running_job_finish(url: str, q: evq.Queue,
                                              spawn: Callable[..., Evq]) -> None:
     job_id = q.dispatch(CliSleep(seconds=1.0))
     worker = spawn(url, "work", "--app", APP, "--sleep", "30")
-    wait_for(lambda: "JobStarted" in event_types(q, job_id), what="the job to start")
+    wait_until(lambda: "JobStarted" in event_types(q, job_id), what="the job to start")
     worker.signal(signal.SIGTERM)
     assert worker.wait(15) == 0
     assert event_types(q, job_id)[-1] == "JobSucceeded"
@@ -317,10 +305,10 @@ def test_events_follow_prints_new_events_until_interrupted(url: str, q: evq.Queu
                                                            spawn: Callable[..., Evq]) -> None:
     first = q.dispatch(CliAdd(a=1, b=1))
     follower = spawn(url, "events", "--follow", "--json")
-    wait_for(lambda: len(follower.out) == 1, what="the existing event")
+    wait_until(lambda: len(follower.out) == 1, what="the existing event")
     assert json.loads(follower.out[0])["job_id"] == first
     second = q.dispatch(CliAdd(a=2, b=2))
-    wait_for(lambda: len(follower.out) == 2, what="the new event")
+    wait_until(lambda: len(follower.out) == 2, what="the new event")
     new = json.loads(follower.out[1])
     assert (new["seq"], new["job_id"], new["type"]) == (second, second, "JobDispatched")
     follower.signal(signal.SIGINT)

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until
 
 import evq
 from tests import test_e2e as e2e
 from tests.cli_jobs import CliAdd, CliBloat, CliCrash, CliHang, CliSleep, CliWork
-from tests.test_e2e import APP, ROOT, Evq, run_evq, wait_for
+from tests.test_e2e import APP, ROOT, Evq, run_evq
 
 # the end-to-end fixtures: a SQLite file, its URL, a queue on it, and evq processes
 db, url, q, spawn = e2e.db, e2e.url, e2e.q, e2e.spawn
@@ -104,14 +105,14 @@ def test_kill_9_of_a_worker_loses_no_job(url: str, db: Path, q: evq.Queue,
                                          spawn: Callable[..., Evq]) -> None:
     ids = q.dispatch_many([CliWork(seconds=0.01) for _ in range(300)])
     first = spawn(url, "work", "--app", APP, "-c", "4", "--lease", "1", "--sleep", "0.1")
-    wait_for(lambda: succeeded(db) >= 50, what="the first worker to get going")
+    wait_until(lambda: succeeded(db) >= 50, what="the first worker to get going")
     first.proc.kill()
     killed = time.monotonic()
     assert first.wait(10) == -signal.SIGKILL
     held = [j.id for j in q.jobs("running", limit=1000)]
     assert held, "the killed worker held no lease"
     second = spawn(url, "work", "--app", APP, "-c", "4", "--lease", "1", "--sleep", "0.1")
-    wait_for(lambda: succeeded(db) >= len(ids), what="every job to succeed")
+    wait_until(lambda: succeeded(db) >= len(ids), what="every job to succeed")
     recovered = time.monotonic() - killed
     second.signal(signal.SIGTERM)
     assert second.wait(15) == 0 and "Traceback" not in second.stderr
@@ -167,7 +168,7 @@ def test_a_database_locked_past_the_busy_timeout(url: str, db: Path, q: evq.Queu
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as locker:
         locker.execute("BEGIN IMMEDIATE")  # holds the write lock
         worker = spawn(short, "work", "--app", APP, "--sleep", "0.1", "--stop-when-empty")
-        wait_for(lambda: worker.stderr.count("will retry") >= 2,
+        wait_until(lambda: worker.stderr.count("will retry") >= 2,
                  what="the worker to meet the lock, twice")
         refused = run_evq(short, "dispatch", "CliAdd", "--app", APP, "--json",
                           '{"a": 1, "b": 2}')
@@ -220,7 +221,7 @@ def test_a_worker_on_a_full_disk_waits_and_recovers(url: str, db: Path, q: evq.Q
         assert succeeded(db) == 0
         unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, unlimited)  # space is back
-        wait_for(lambda: succeeded(db) == len(ids), what="the jobs, once writes succeed")
+        wait_until(lambda: succeeded(db) == len(ids), what="the jobs, once writes succeed")
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=30)
     finally:
@@ -262,7 +263,7 @@ def test_sigterm_during_long_jobs_releases_the_rest(url: str, db: Path, q: evq.Q
                                                     spawn: Callable[..., Evq]) -> None:
     ids = q.dispatch_many([CliWork(seconds=0.5) for _ in range(4)])
     first = spawn(url, "work", "--app", APP, "--grace", "5", "--sleep", "0.1")
-    wait_for(lambda: any(j.state == "running" for j in q.jobs("running")), what="a job start")
+    wait_until(lambda: any(j.state == "running" for j in q.jobs("running")), what="a job start")
     held = len(q.jobs("running"))
     first.signal(signal.SIGTERM)
     signalled = time.monotonic()
@@ -279,10 +280,10 @@ def test_sigterm_during_long_jobs_releases_the_rest(url: str, db: Path, q: evq.Q
 def test_supervisor_restarts_a_killed_worker_and_stops_cleanly(
         url: str, q: evq.Queue, spawn: Callable[..., Evq]) -> None:
     supervisor = spawn(url, "work", "--app", APP, "--processes", "2", "--sleep", "0.2")
-    alive = wait_for(lambda: len(q.workers()) == 2 and q.workers(), what="two workers")
+    alive = wait_until(lambda: len(q.workers()) == 2 and q.workers(), what="two workers")
     victim = alive[0].pid
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: sum(w.status == "alive" and w.pid not in (victim,)
+    wait_until(lambda: sum(w.status == "alive" and w.pid not in (victim,)
                          for w in q.workers()) == 2, what="a replacement")
     pids = [w.pid for w in q.workers() if w.status == "alive" and w.pid != victim]
     supervisor.signal(signal.SIGINT)
@@ -322,9 +323,9 @@ def test_a_second_signal_stops_the_supervisor_at_once(url: str, q: evq.Queue,
     ids = q.dispatch_many([CliWork(seconds=30) for _ in range(2)])
     supervisor = spawn(url, "work", "--app", APP, "--processes", "2", "--grace", "60",
                        "--sleep", "0.1")
-    wait_for(lambda: any(j.state == "running" for j in q.jobs("running")), what="a job start")
+    wait_until(lambda: any(j.state == "running" for j in q.jobs("running")), what="a job start")
     supervisor.signal(signal.SIGTERM)
-    wait_for(lambda: "a second signal" in supervisor.stderr, what="the first signal")
+    wait_until(lambda: "a second signal" in supervisor.stderr, what="the first signal")
     supervisor.signal(signal.SIGTERM)  # signals sent back to back may arrive as one
     signalled = time.monotonic()
     assert supervisor.wait(15) == 0, supervisor.stderr

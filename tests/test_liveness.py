@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers import wait_until
 from jobs import GATES, Add, Held
 
 import evq
@@ -24,8 +24,7 @@ from evq.eventlog.events import (
 )
 
 
-def test_a_worker_writes_its_start_heartbeat_and_stop(queue: evq.Queue,
-                                                      wait_until: Callable[..., Any]) -> None:
+def test_a_worker_writes_its_start_heartbeat_and_stop(queue: evq.Queue) -> None:
     queue.dispatch_many([Add(a=i, b=1) for i in range(3)])
     worker = queue.worker(lease=0.3, sleep=0.05)
     with worker.start() as running:
@@ -100,7 +99,7 @@ def test_a_stopped_worker_is_not_revived_by_a_late_heartbeat(queue: evq.Queue) -
 # -- the embedded worker -------------------------------------------------------------------------
 
 
-def test_embedded_worker_in_a_thread(queue: evq.Queue, wait_until: Callable[..., Any]) -> None:
+def test_embedded_worker_in_a_thread(queue: evq.Queue) -> None:
     running = queue.worker(sleep=0.05).start()
     job = queue.dispatch(Add(a=2, b=3))
     wait_until(lambda: queue.job(job).state == "succeeded", what="the job")
@@ -109,8 +108,7 @@ def test_embedded_worker_in_a_thread(queue: evq.Queue, wait_until: Callable[...,
     assert not running.alive
 
 
-def test_embedded_worker_stops_at_once_without_waiting(queue: evq.Queue,
-                                                       wait_until: Callable[..., Any]) -> None:
+def test_embedded_worker_stops_at_once_without_waiting(queue: evq.Queue) -> None:
     queue.dispatch(Held(key="embedded-hard-stop"))
     gate = GATES["embedded-hard-stop"]
     running = queue.worker(sleep=0.05, grace=30).start()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_until
 
 import evq
 from evq.eventlog import archive
@@ -317,10 +318,8 @@ def test_keep_archiving_runs_periodically(cli: Cli, q: evq.Queue, db: Path, url:
         done = q.dispatch(CliAdd(a=1, b=1))
         work(cli)
         q.dispatch(CliAdd(a=2, b=2), delay=3600)  # the newest event always stays in the log
-        deadline = time.monotonic() + 10
-        while sql(db, "SELECT count(*) FROM events WHERE job_id = ?", (done,))[0][0]:
-            assert time.monotonic() < deadline, "the finished job was never archived"
-            time.sleep(0.02)
+        wait_until(lambda: not sql(db, "SELECT count(*) FROM events WHERE job_id = ?",
+                                   (done,))[0][0], what="the finished job to be archived")
     finally:
         stop()
     assert [e["type"] for e in as_json(cli("history", done, "--json"))][-1] == "JobSucceeded"

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from helpers import event_types
+from helpers import event_types, wait_until
 from jobs import (
     BARRIERS,
     CALLS,
@@ -86,8 +86,7 @@ def test_success_stores_the_result(queue: evq.Queue) -> None:
     assert queue.store.verify() == []
 
 
-def test_a_failing_job_is_retried_then_dies(queue: evq.Queue, key: str,
-                                            wait_until: Callable[..., Any]) -> None:
+def test_a_failing_job_is_retried_then_dies(queue: evq.Queue, key: str) -> None:
     job_id = queue.dispatch(Flaky(key=key))
     assert queue.worker(stop_when_empty=True).run() == 3
     row = queue.job(job_id)
@@ -135,8 +134,7 @@ def test_async_handle(queue: evq.Queue) -> None:
 
 
 def test_async_job_calling_sys_exit_does_not_kill_the_worker(
-        queue: evq.Queue, worker_thread: Callable[..., Any],
-        wait_until: Callable[..., Any]) -> None:
+        queue: evq.Queue, worker_thread: Callable[..., Any]) -> None:
     bad = queue.dispatch(AsyncExits())
     good = queue.dispatch(AsyncAdd(a=1, b=1))
     worker_thread(queue.worker(sleep=0.1))
@@ -156,8 +154,7 @@ def test_async_runner_closes_its_event_loop(queue: evq.Queue,
 # -- timeouts ------------------------------------------------------------------------------------
 
 
-def test_a_sync_job_past_its_timeout_is_abandoned(queue: evq.Queue, key: str,
-                                                   wait_until: Callable[..., Any]) -> None:
+def test_a_sync_job_past_its_timeout_is_abandoned(queue: evq.Queue, key: str) -> None:
     slow = queue.dispatch(SlowSync(key=key))
     quick = queue.dispatch(Add(a=1, b=2))
     assert queue.worker(stop_when_empty=True, concurrency=1).run() == 2
@@ -175,8 +172,7 @@ def test_a_sync_job_past_its_timeout_is_abandoned(queue: evq.Queue, key: str,
     assert queue.stats()["job_types"]["core.slow_sync"]["timed_out"] == 1
 
 
-def test_an_async_job_past_its_timeout_is_cancelled(queue: evq.Queue, key: str,
-                                                     wait_until: Callable[..., Any]) -> None:
+def test_an_async_job_past_its_timeout_is_cancelled(queue: evq.Queue, key: str) -> None:
     slow = queue.dispatch(SlowAsync(key=key))
     quick = queue.dispatch(AsyncAdd(a=1, b=2))
     assert queue.worker(stop_when_empty=True, concurrency=1).run() == 2
@@ -266,8 +262,7 @@ def _idle(worker: evq.Worker) -> bool:
 
 
 def test_an_idle_worker_wakes_up_for_a_new_job(queue: evq.Queue, second_connection: evq.Queue,
-                                               worker_thread: Callable[..., Any],
-                                               wait_until: Callable[..., Any]) -> None:
+                                               worker_thread: Callable[..., Any]) -> None:
     # the fallback poll (sleep) and lease housekeeping are far away: only a wake-up can do it
     worker = queue.worker(sleep=60, lease=600)
     running = worker_thread(worker)
@@ -281,8 +276,7 @@ def test_an_idle_worker_wakes_up_for_a_new_job(queue: evq.Queue, second_connecti
 
 
 def test_graceful_stop_releases_unstarted_jobs(queue: evq.Queue, key: str,
-                                               worker_thread: Callable[..., Any],
-                                               wait_until: Callable[..., Any]) -> None:
+                                               worker_thread: Callable[..., Any]) -> None:
     ids = queue.dispatch_many([Held(key=key) for _ in range(4)])
     worker = queue.worker(concurrency=1)
     running = worker_thread(worker)
@@ -322,8 +316,7 @@ def test_a_second_stop_does_not_wait_for_running_jobs(queue: evq.Queue, key: str
 
 
 def test_a_running_job_keeps_its_lease_by_heartbeat(queue: evq.Queue, key: str,
-                                                    worker_thread: Callable[..., Any],
-                                                    wait_until: Callable[..., Any]) -> None:
+                                                    worker_thread: Callable[..., Any]) -> None:
     job_id = queue.dispatch(Held(key=key))
     worker = queue.worker(lease=1.5, sleep=0.1)
     running = worker_thread(worker)
