@@ -65,9 +65,6 @@ class WorkerTable:
             rows[e.worker] = apply_worker(rows.get(e.worker), e)
         self.log.conn.executemany(_UPSERT, [msgspec.structs.astuple(r) for r in rows.values()])
 
-    def reset(self) -> None:
-        self.log.conn.execute("DELETE FROM workers")
-
     def _rows(self, where: str, params: Iterable[object] = ()) -> list[WorkerRow]:
         return [WorkerRow(*t) for t in self.log.read_rows(
             f"SELECT {_COLS} FROM workers WHERE {where} ORDER BY started_at, name",

@@ -731,20 +731,6 @@ def test_replay_verify_then_corrupt_then_rebuild(cli: Cli, q: evq.Queue, db: Pat
     assert q.job(done[0]).state == "succeeded" and q.job(waiting).state == "pending"
 
 
-@pytest.mark.parametrize(("args", "fragments"), [
-    pytest.param(["--since", "garbage"], ["'garbage'"], id="garbage"),
-    pytest.param(["--since", "garbage", "--verify"], ["'garbage'"], id="garbage-verify"),
-    pytest.param(["--since", "99999", "--verify"], ["beyond the end"], id="beyond-the-end"),
-    pytest.param([], ["--since"], id="no-since"),
-])
-def test_replay_bad_since(cli: Cli, q: evq.Queue, db: Path, args: list[str],
-                          fragments: list[str]) -> None:
-    q.dispatch(CliAdd(a=1, b=1))
-    before = snapshot(db)
-    assert_error(cli("replay", *args), *fragments)
-    assert snapshot(db) == before
-
-
 # -- the store: URLs and files -----------------------------------------------------------------
 
 EVERY_COMMAND = [

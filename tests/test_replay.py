@@ -202,6 +202,10 @@ def test_an_unknown_event_type_stops_replay_and_changes_nothing(cli: Cli, q: evq
 
 
 @pytest.mark.parametrize(("args", "fragments"), [
+    pytest.param([], ["--since"], id="no-since"),
+    pytest.param(["--since", "garbage"], ["'garbage'"], id="garbage"),
+    pytest.param(["--since", "garbage", "--verify"], ["'garbage'"], id="garbage-verify"),
+    pytest.param(["--since", "99999", "--verify"], ["beyond the end"], id="beyond-the-end"),
     pytest.param(["--since", "0", "--until", "1"], ["--into"], id="until-without-into"),
     pytest.param(["--since", "0", "--until", "soon", "--into", "x.db"], ["'soon'"],
                  id="bad-until"),
