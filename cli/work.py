@@ -104,7 +104,10 @@ def register(app: typer.Typer) -> None:
                           stop_when_empty=stop_when_empty, sleep=sleep, lease=lease,
                           grace=grace, pool=pool.value)
 
+        signals: list[int] = []
+
         def on_signal(signum: int, _frame: object) -> None:
+            signals.append(signum)
             worker.stop()
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -115,6 +118,8 @@ def register(app: typer.Typer) -> None:
         with _archiving(q.url, age):
             done = worker.run()
         print(f"evq worker {worker.name} stopped after {done} jobs", file=sys.stderr)
+        if worker.stopped_at_once and signals:
+            raise typer.Exit(_signal_exit(signals[-1]))
         if supervised and max_jobs is not None and worker.claimed >= max_jobs:
             raise typer.Exit(EXIT_RECYCLE)
 
@@ -136,8 +141,10 @@ def _archiving(url: str, age: float | None) -> Iterator[None]:
 
 def _supervise(command: list[str], processes: int, max_memory: float | None) -> int:
     supervisor = Supervisor(command, processes, max_memory_mb=max_memory)
+    signals: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
+        signals.append(signum)
         supervisor.stop()
         print("evq supervisor: stopping the worker processes at once" if supervisor.stopping > 1
               else "evq supervisor: stopping the worker processes (a second signal stops them "
@@ -148,5 +155,11 @@ def _supervise(command: list[str], processes: int, max_memory: float | None) -> 
     print(f"evq supervisor: {processes} worker processes", file=sys.stderr)
     code = supervisor.run()
     print(f"evq supervisor stopped ({supervisor.restarts} restarts)", file=sys.stderr)
-    return code
+    return _signal_exit(signals[-1]) if supervisor.stopping > 1 else code
+
+
+def _signal_exit(signum: int) -> int:
+    """The exit code of a stop at once (a second signal): 128 + the signal, as a shell says
+    of a process killed by it (130 for SIGINT, 143 for SIGTERM), so the stop is not clean."""
+    return 128 + signum
 

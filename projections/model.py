@@ -127,3 +127,15 @@ TYPE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobTypeStats))
 COUNT_COLUMNS = tuple(f.name for f in msgspec.structs.fields(Counts))
 TYPE_SOURCES = {"succeeded": "successes"}  # job_type_stats columns named otherwise in counts
 WORKER_COLUMNS = tuple(f.name for f in msgspec.structs.fields(WorkerRow))
+
+
+def malformed(row: JobRow) -> str | None:
+    """What is wrong with a ``jobs`` row whose values do not have their columns' types (written
+    by another program), or None: the fields are as declared and ``backoff`` is a JSON list of
+    seconds."""
+    try:
+        msgspec.convert(msgspec.structs.asdict(row), JobRow)
+        msgspec.json.decode(row.backoff, type=list[float])
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return f"row {row.id} of jobs is malformed: {exc}"
+    return None

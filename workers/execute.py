@@ -74,6 +74,17 @@ def load(row: JobRow) -> Any:
     except msgspec.DecodeError as exc:
         raise DecodeError(f"the arguments of {row.name} job {row.id} no longer decode: "
                           f"{exc}") from None
+    except Exception as exc:  # RecursionError on deep nesting, an error in __post_init__...
+        raise DecodeError(f"the arguments of {row.name} job {row.id} cannot be loaded: "
+                          f"{type(exc).__name__}: {exc}") from None
+
+
+def load_or_none(row: JobRow) -> Any:
+    """The job instance a row describes, or None if it cannot be loaded (for its hooks)."""
+    try:
+        return load(row)
+    except (UnknownJob, DecodeError):
+        return None
 
 
 def run(row: JobRow, started: float, runner: Callable[[], AsyncRunner],

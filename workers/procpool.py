@@ -25,12 +25,11 @@ from multiprocessing.process import BaseProcess
 
 import msgspec
 
-from evq.eventlog.errors import DecodeError, UnknownJob
 from evq.eventlog.events import AnyEvent
 from evq.projections.model import JobRow
 
 from . import registry
-from .execute import AsyncRunner, Outcome, failure, load, run, timed_out
+from .execute import AsyncRunner, Outcome, failure, load_or_none, run, timed_out
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_task = msgspec.msgpack.Decoder(tuple[JobRow, float]).decode
@@ -127,10 +126,11 @@ class ProcessPool:
             child.conn.send_bytes(_encode((row, started)))
             if not child.conn.poll(row.timeout):
                 self._discard(child)
-                return timed_out(row, _job_or_none(row))
+                return timed_out(row, load_or_none(row))
             events = _decode_events(child.conn.recv_bytes())
         except (EOFError, OSError):
-            how = f"died ({child.describe_end()})"
+            how = ("was killed: its worker stopped" if self._closed
+                   else f"died ({child.describe_end()})")
         except msgspec.DecodeError as exc:
             how = f"sent an outcome that does not decode ({exc})"
         else:
@@ -139,10 +139,11 @@ class ProcessPool:
         self._discard(child)
         return failure(row, started, WorkerCrashed(
             f"the process running {row.name} job {row.id} {how} before it reported an "
-            "outcome"), job=_job_or_none(row))
+            "outcome"), job=load_or_none(row))
 
     def close(self) -> None:
-        """Kill every child (a job still running in one is lost, as after a crash)."""
+        """Kill every child: a job running in one fails (``WorkerCrashed``) if its runner
+        thread can still report it, or is lost, as after a crash."""
         with self._lock:
             self._closed = True
             children, self._all, self._idle = list(self._all), set(), []
@@ -172,10 +173,3 @@ class ProcessPool:
         with self._lock:
             self._all.discard(child)
         child.kill()
-
-
-def _job_or_none(row: JobRow) -> object:
-    try:
-        return load(row)
-    except (UnknownJob, DecodeError):
-        return None

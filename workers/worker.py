@@ -26,7 +26,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from evq.eventlog.errors import DecodeError, EvqError, StoreError, UnknownJob
+from msgspec.structs import replace
+
+from evq.eventlog.errors import EvqError, StoreError
 from evq.eventlog.events import (
     Event,
     JobLeased,
@@ -38,12 +40,12 @@ from evq.eventlog.events import (
     WorkerStarted,
     WorkerStopped,
 )
-from evq.projections.model import HELD, JobRow
+from evq.projections.model import HELD, LEASED, JobRow, malformed
 from evq.projections.store import Store
 from evq.projections.tables import SqliteTables
 
 from .embedded import Running
-from .execute import AsyncRunner, Outcome, load, run, timed_out
+from .execute import AsyncRunner, Outcome, failure, load_or_none, run, timed_out
 from .procpool import ProcessPool
 from .retry import after_failure
 from .wake import FileWatcher
@@ -53,7 +55,13 @@ _T = TypeVar("_T")
 _F = TypeVar("_F")
 
 MAX_BATCH = 256  # jobs claimed in one transaction, at most
-PREFETCH_SECONDS = 0.05  # claim about this much work ahead of the runners
+PREFETCH_SECONDS = 0.05  # claim about this much work ahead of the runners (none until the
+                         # first job has finished: until then the worker cannot tell how long
+                         # jobs take, and other workers may be idle)
+
+
+class MalformedRow(Exception):
+    """A ``jobs`` row has values the worker cannot use (written by another program)."""
 
 
 class _Slot:
@@ -110,7 +118,8 @@ class Worker:
         self._idle = False
         self._stopping = False
         self._hard_stop = False
-        self._avg_duration = 0.01
+        self._stop_by = float("inf")  # when the grace period of a stop ends
+        self._avg_duration: float | None = None  # of attempts here, once one has finished
         self._leases: dict[int, float] = {}  # job id -> lease expiry, for jobs held here
         self._held: dict[int, JobRow] = {}  # the rows of the jobs held here, as last written
         self._async: AsyncRunner | None = None
@@ -126,7 +135,9 @@ class Worker:
         """Stop claiming and finish what runs (within ``grace``); a second call stops at once."""
         with self._cv:
             self._hard_stop = self._stopping
-            self._stopping = True
+            if not self._stopping:
+                self._stopping = True
+                self._stop_by = time.time() + self.grace
             self._cv.notify_all()
 
     def start(self) -> Running:
@@ -166,6 +177,11 @@ class Worker:
         with self._cv:
             return self._idle
 
+    @property
+    def stopped_at_once(self) -> bool:
+        """True once a second ``stop()`` asked it to stop without waiting for running jobs."""
+        return self._hard_stop
+
     def _loop(self) -> None:
         while True:
             now = time.time()
@@ -174,10 +190,11 @@ class Worker:
             if self._hard_stop:
                 return
             with self._cv:
-                held = len(self._todo) + len(self._running)
-                if self._stopping and not self._running:
-                    return
-                limit = self._claim_limit(held)
+                if self._stopping:
+                    self._release_unstarted(now)
+                    if not self._running or now >= self._stop_by:
+                        return
+                limit = self._claim_limit(len(self._todo) + len(self._running))
             if limit and self._claim(limit, now):
                 continue
             with self._cv:
@@ -190,7 +207,7 @@ class Worker:
                 self._idle = idle
                 if self._watcher and limit:  # a change in the store may bring work
                     self._watcher.arm()
-                self._cv.wait(self._wait_time(now, idle))
+                self._cv.wait(self._wait_time(now, idle, limit > 0))
                 self._idle = False
             if self._watcher:
                 self._watcher.disarm()
@@ -198,7 +215,8 @@ class Worker:
     def _claim_limit(self, held: int) -> int:
         if self._stopping or self._quota_used():
             return 0
-        prefetch = min(MAX_BATCH, int(PREFETCH_SECONDS / max(self._avg_duration, 1e-5)))
+        avg = self._avg_duration
+        prefetch = 0 if avg is None else min(MAX_BATCH, int(PREFETCH_SECONDS / max(avg, 1e-5)))
         want = self.concurrency * (1 + prefetch) - held
         if held >= self.concurrency and want < self.concurrency:
             return 0  # enough in hand: claim again in bigger batches later
@@ -209,16 +227,18 @@ class Worker:
     def _quota_used(self) -> bool:
         return self.max_jobs is not None and self.claimed >= self.max_jobs
 
-    def _wait_time(self, now: float, idle: bool) -> float:
+    def _wait_time(self, now: float, idle: bool, can_claim: bool) -> float:
+        """Seconds until the loop has something to do by the clock: a timeout, a heartbeat, the
+        end of a stop's grace period, or (with room for another job) the next due job."""
         wake = now + (self.sleep if idle else min(self.sleep, self.lease / 3))
         for slot in self._running.values():
             if slot.deadline is not None:
                 wake = min(wake, slot.deadline)
-        if idle:
+        if can_claim:
             due = self._next_due()
             if due is not None:
                 wake = min(wake, due)
-        wake = min(wake, self._next_heartbeat, self._next_expiry_check)
+        wake = min(wake, self._next_heartbeat, self._next_expiry_check, self._stop_by)
         return max(0.0, wake - now)
 
     def _next_due(self) -> float | None:
@@ -245,12 +265,17 @@ class Worker:
             return got
 
         def lease(row: JobRow) -> list[Event]:
-            return [JobLeased(job_id=row.id, ts=now, worker=self.name, attempt=row.attempt + 1,
-                              lease_expires=max(lease_until, now + (row.timeout or 0) + 1))]
+            problem = malformed(row)
+            if problem is None:
+                return [JobLeased(job_id=row.id, ts=now, worker=self.name,
+                                  attempt=row.attempt + 1,
+                                  lease_expires=max(lease_until, now + (row.timeout or 0) + 1))]
+            return self._reject(row, now, problem)
 
-        rows = self._write(lambda: self.store.transact(ready, lease), None)
-        if rows is None:
+        picked = self._write(lambda: self.store.transact(ready, lease), None)
+        if picked is None:
             return True  # the store refused (locked, full): not empty; try again after a pause
+        rows = [r for r in picked if r.state == LEASED and r.worker == self.name]
         if not rows:
             return False
         self._held.update((r.id, r) for r in rows)
@@ -261,6 +286,17 @@ class Worker:
             self._todo.extend(rows)
             self._cv.notify_all()
         return True
+
+    def _reject(self, row: JobRow, now: float, problem: str) -> list[Event]:
+        """The events that fail a malformed row's job at once, as it is claimed (or none, if
+        even its attempt number is unusable: then it stays as it is, for an operator)."""
+        log.error("%s: failing the job", problem)
+        if type(row.attempt) is not int or type(row.failures) is not int:
+            return []
+        claimed = replace(row, attempt=row.attempt + 1)
+        return [JobLeased(job_id=row.id, ts=now, worker=self.name, attempt=claimed.attempt,
+                          lease_expires=now),
+                *failure(claimed, now, MalformedRow(problem), final=True).events]
 
     # -- writing outcomes ----------------------------------------------------------------------
 
@@ -326,11 +362,7 @@ class Worker:
                 del self._running[slot.row.id]
                 self._leases.pop(slot.row.id, None)
         for slot in late:  # the thread goes on in the background; a new one takes its place
-            try:
-                job = load(slot.row)
-            except (UnknownJob, DecodeError):
-                job = None
-            outcome = timed_out(slot.row, job)
+            outcome = timed_out(slot.row, load_or_none(slot.row))
             hook, outcome.hook = outcome.hook, None
             self._finish(outcome)
             if hook is not None:  # the job's own code: never on this thread
@@ -345,33 +377,55 @@ class Worker:
         t.start()
 
     def _runner(self) -> None:
-        while True:
+        while (slot := self._take()) is not None:
+            outcome = self._attempt(slot)
             with self._cv:
-                while not self._todo and not self._stopping:
-                    self._cv.wait()
-                if self._stopping:
-                    return
-                row = self._todo.popleft()
-                started = time.time()
-                slot = self._running[row.id] = _Slot(row, started)
-                if not self._outbox:
-                    self._cv.notify_all()
-                self._outbox.append(JobStarted(job_id=row.id, ts=started, attempt=row.attempt,
-                                               worker=self.name))
-            if self._procs is not None:
-                outcome = self._procs.run(row, started, slot.deadline_by_loop)
-            else:
-                outcome = run(row, started, self._async_runner, slot.deadline_by_loop)
+                if not slot.abandoned:
+                    self._running.pop(slot.row.id, None)
+                    self._leases.pop(slot.row.id, None)
             if slot.abandoned:
                 # timed out meanwhile: record what happened (a stale outcome changes nothing)
                 with self._cv:
-                    self._outbox.extend(outcome.events)
+                    self._outbox.extend(outcome.events if outcome else [])
                 return
-            self._avg_duration += (time.time() - started - self._avg_duration) * 0.1
-            with self._cv:
-                self._running.pop(row.id, None)
-                self._leases.pop(row.id, None)
-            self._finish(outcome)
+            took = time.time() - slot.started
+            avg = self._avg_duration
+            self._avg_duration = took if avg is None else avg + (took - avg) * 0.1
+            if outcome is not None:
+                self._finish(outcome)
+
+    def _take(self) -> _Slot | None:
+        """The next job to run, started (None once the worker stops)."""
+        with self._cv:
+            while not self._todo and not self._stopping:
+                self._cv.wait()
+            if self._stopping:
+                return None
+            row = self._todo.popleft()
+            slot = self._running[row.id] = _Slot(row, time.time())
+            if not self._outbox:
+                self._cv.notify_all()
+            self._outbox.append(JobStarted(job_id=row.id, ts=slot.started, attempt=row.attempt,
+                                           worker=self.name))
+            return slot
+
+    def _attempt(self, slot: _Slot) -> Outcome | None:
+        """Run one attempt. Whatever goes wrong in here (a bug of ours included) fails the
+        attempt instead of killing the runner thread; None if even that cannot be said (the
+        job's lease is then left to expire)."""
+        row = slot.row
+        try:
+            if self._procs is not None:
+                return self._procs.run(row, slot.started, slot.deadline_by_loop)
+            return run(row, slot.started, self._async_runner, slot.deadline_by_loop)
+        except BaseException as exc:
+            log.exception("running %s job %d failed", row.name, row.id)
+            try:
+                return failure(row, slot.started, exc)
+            except Exception:
+                log.exception("cannot record the failure of job %d: its lease will expire",
+                              row.id)
+                return None
 
     def _finish(self, outcome: Outcome) -> None:
         with self._cv:
@@ -382,7 +436,10 @@ class Worker:
         if outcome.hook is not None:
             outcome.hook()
         if self.on_progress:
-            self.on_progress(self.done)
+            try:
+                self.on_progress(self.done)
+            except Exception:
+                log.exception("on_progress raised")
 
     def _async_runner(self) -> AsyncRunner:
         with self._cv:
@@ -392,22 +449,27 @@ class Worker:
 
     # -- stopping ------------------------------------------------------------------------------
 
+    def _release_unstarted(self, now: float) -> None:
+        """Give back the claimed jobs that no runner has started (under ``_cv``)."""
+        for row in self._todo:
+            self._outbox.append(LeaseReleased(job_id=row.id, ts=now, attempt=row.attempt))
+            self._leases.pop(row.id, None)
+        self._todo.clear()
+
     def _shutdown(self) -> None:
         with self._cv:
-            unstarted = list(self._todo)
-            self._todo.clear()
             self._stopping = True
+            self._release_unstarted(time.time())
             self._cv.notify_all()
         if not self._hard_stop:
-            deadline = time.time() + self.grace
+            if self._procs and self._running:  # the grace period is over: kill them
+                self._procs.close()
+                with self._cv:  # their runners report them as failed
+                    self._cv.wait_for(lambda: not self._running, timeout=1.0)
+            # thread jobs still running are left to their leases' expiry, as after a crash
             with self._cv:
-                while self._running and not self._hard_stop and time.time() < deadline:
-                    self._cv.wait(min(0.5, max(0.0, deadline - time.time())))
-            now = time.time()
-            release = [LeaseReleased(job_id=r.id, ts=now, attempt=r.attempt) for r in unstarted]
-            with self._cv:
-                self._outbox.extend(release)
-                self._outbox.append(WorkerStopped(ts=now, worker=self.name, done=self.done))
+                self._outbox.append(WorkerStopped(ts=time.time(), worker=self.name,
+                                                  done=self.done))
             with contextlib.suppress(EvqError):
                 self._flush()
         if self._watcher:
