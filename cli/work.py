@@ -109,6 +109,9 @@ def register(app: typer.Typer) -> None:
         def on_signal(signum: int, _frame: object) -> None:
             signals.append(signum)
             worker.stop()
+            print("evq worker: stopping at once" if len(signals) > 1 else
+                  f"evq worker: stopping (running jobs get {grace:g}s to finish; a second "
+                  "signal stops at once)", file=sys.stderr)
 
         signal.signal(signal.SIGTERM, on_signal)
         # a supervised process hears Ctrl-C through its supervisor, not from the terminal

@@ -40,7 +40,7 @@ from evq.eventlog.events import (
     WorkerStarted,
     WorkerStopped,
 )
-from evq.projections.model import HELD, LEASED, JobRow, malformed
+from evq.projections.model import HELD, LEASED, PENDING, JobRow, malformed
 from evq.projections.store import Store
 from evq.projections.tables import SqliteTables
 
@@ -276,8 +276,8 @@ class Worker:
         if picked is None:
             return True  # the store refused (locked, full): not empty; try again after a pause
         rows = [r for r in picked if r.state == LEASED and r.worker == self.name]
-        if not rows:
-            return False
+        if not rows:  # only malformed rows, failed here: there may be good ones behind them
+            return any(r.state != PENDING for r in picked)
         self._held.update((r.id, r) for r in rows)
         with self._cv:
             self.claimed += len(rows)
