@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -136,7 +136,8 @@ class SqliteLog:
         self.lock = threading.RLock()
         self._in_tx = False
         self._appended = False
-        self._on_commit: list[Callable[[], None]] = []
+        self._woken: set[str] = set()
+        self._on_commit: list[Callable[[set[str]], None]] = []
         if not self.memory and not readonly:
             folder = Path(path).resolve().parent
             if not folder.is_dir():
@@ -171,7 +172,8 @@ class SqliteLog:
         """A write transaction that holds SQLite's write lock from its first statement.
 
         Nested use joins the outer transaction. Listeners added with :meth:`on_commit` run after
-        the outermost commit, if it appended events.
+        the outermost commit, if it appended events, with the queues given to
+        :meth:`wake_after_commit` during the transaction.
         """
         with self.lock:
             if self._in_tx:
@@ -180,9 +182,11 @@ class SqliteLog:
             self._retry_busy(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             self._in_tx = True
             self._appended = False
+            self._woken = set()
             try:
                 yield self.conn
                 self.conn.execute("COMMIT")
+                woken = self._woken
             except BaseException as exc:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -193,13 +197,17 @@ class SqliteLog:
                 self._in_tx = False
         if self._appended:
             for listener in self._on_commit:
-                listener()
+                listener(woken)
 
-    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener`` after each write transaction of this process commits; returns the
-        function that stops it."""
+    def on_commit(self, listener: Callable[[set[str]], None]) -> Callable[[], None]:
+        """Call ``listener`` after each write transaction of this process commits, with the
+        queues in which it made work ready; returns the function that stops it."""
         self._on_commit.append(listener)
         return lambda: self._on_commit.remove(listener)
+
+    def wake_after_commit(self, queues: Iterable[str]) -> None:
+        """Inside a transaction: say that it makes work ready in ``queues``."""
+        self._woken.update(queues)
 
     def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Run one read query under the connection's lock, with errors translated."""

@@ -9,7 +9,7 @@ the checks they make and the events they append can never be split by another wr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 from msgspec.structs import replace
@@ -18,9 +18,10 @@ from evq.eventlog.codec import Record
 from evq.eventlog.errors import ConfigError
 from evq.eventlog.events import Event
 from evq.eventlog.sqlite import SqliteLog
+from evq.eventlog.wake import FileWatcher, ReadySignals, database_watcher
 
 from .apply import Deltas, apply
-from .model import Counts, JobRow
+from .model import PENDING, Counts, JobRow
 from .tables import SqliteTables, row_writes
 from .workers import WorkerTable, worker_events
 
@@ -37,11 +38,41 @@ class Store:
         self.tables = SqliteTables(log)
         self.workers = WorkerTable(log)
         log.migrate(lambda conn: (SqliteTables.create(conn), WorkerTable.create(conn)))
+        self._signals = None if log.memory else ReadySignals(log.path)
+        self._watches: list[_LocalWatch] = []
+        log.on_commit(self._committed)
 
     @property
     def path(self) -> str | None:
         """The database file, or None for an in-memory store."""
         return None if self.log.memory else self.log.path
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes (and machines, for a server) can open this store too."""
+        return self._signals is not None
+
+    # -- wake-ups ------------------------------------------------------------------------------
+
+    def watch(self, queues: Sequence[str] | None, on_change: Callable[[], None]) -> Watch:
+        """Call ``on_change`` (from another thread) soon after work appears in one of
+        ``queues`` (a job becomes ready, or due sooner), in this process or, on a shared store,
+        any other; with ``queues`` None, after every commit. Commits that make no work ready
+        (claims, heartbeats, outcomes) wake nobody."""
+        local = _LocalWatch(None if queues is None else frozenset(queues), on_change)
+        self._watches.append(local)
+        files = None
+        if self._signals is not None:
+            files = (database_watcher(self.log.path, on_change) if queues is None
+                     else self._signals.watch(queues, on_change))
+        return Watch(lambda: self._watches.remove(local), files)
+
+    def _committed(self, woken: set[str]) -> None:
+        for w in list(self._watches):
+            if w.queues is None or not w.queues.isdisjoint(woken):
+                w.on_change()
+        if woken and self._signals is not None:
+            self._signals.announce(woken)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -64,6 +95,7 @@ class Store:
                 records = self.log.append(events, ready.queues)
                 self.tables.save(ready.writes, records[0].seq - 1)
                 self.tables.bump(ready.deltas)
+                self.log.wake_after_commit(_woken(ready.changed, ready.before))
                 ready.update(held, records[0].seq - 1)  # type: ignore[arg-type]
                 return records
             rows: dict[int, JobRow] = {}
@@ -101,6 +133,7 @@ class Store:
         changed, removed = _apply_all(records, rows, deltas)
         self.tables.save(row_writes(changed.values(), removed, before))
         self.tables.bump(deltas)
+        self.log.wake_after_commit(_woken(changed, before))
         self.workers.record(worker_events(records))
         return records
 
@@ -198,6 +231,46 @@ def _apply_all(records: Iterable[Record], rows: dict[int, JobRow],
             rows[job_id] = changed[job_id] = new
             removed.discard(job_id)
     return changed, removed
+
+
+def _woken(changed: dict[int, JobRow], before: Mapping[int, JobRow]) -> set[str]:
+    """The queues in which these changes made a job ready, or due sooner."""
+    out: set[str] = set()
+    for job_id, row in changed.items():
+        old = before.get(job_id)
+        if row.state == PENDING and (old is None or old.state != PENDING
+                                     or row.run_at < old.run_at):
+            out.add(row.queue)
+    return out
+
+
+class _LocalWatch:
+    def __init__(self, queues: frozenset[str] | None, on_change: Callable[[], None]) -> None:
+        self.queues = queues
+        self.on_change = on_change
+
+
+class Watch:
+    """What :meth:`Store.watch` returns: ``close()`` it when done. ``disarm()`` lets a busy
+    watcher skip the wake-ups of other processes until ``arm()``, which reports one at once if
+    any came meanwhile."""
+
+    def __init__(self, close_local: Callable[[], None], files: FileWatcher | None) -> None:
+        self._close_local = close_local
+        self._files = files
+
+    def arm(self) -> None:
+        if self._files is not None:
+            self._files.arm()
+
+    def disarm(self) -> None:
+        if self._files is not None:
+            self._files.disarm()
+
+    def close(self) -> None:
+        self._close_local()
+        if self._files is not None:
+            self._files.close()
 
 
 def _nonzero(counts: list[Counts]) -> list[Counts]:

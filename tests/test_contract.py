@@ -34,6 +34,7 @@ from evq.eventlog.events import (
     JobStarted,
     JobSucceeded,
     LeaseExpired,
+    WorkerHeartbeat,
 )
 from evq.workers.retry import after_failure
 
@@ -266,7 +267,7 @@ def test_claim_leases_with_the_next_attempt(queue: evq.Queue) -> None:
 
 def test_two_claimers_never_get_the_same_job(queue: evq.Queue) -> None:
     ids = set(queue.dispatch_many([Noop(n=i) for i in range(200)]))
-    if queue.store.path is None:  # one in-memory store: claimers can only take turns
+    if not queue.store.shared:  # one in-memory store: claimers can only take turns
         first = claim(queue, limit=70)
         second = claim(queue, limit=1000)
         claimed = [r.id for r in first + second]
@@ -582,3 +583,27 @@ def test_sqlite_store_is_shared_between_connections(tmp_path: Any) -> None:
 def test_unknown_job_name_is_refused_at_dispatch_json(queue: evq.Queue) -> None:
     with pytest.raises(UnknownJob, match=r"core\.nope"):
         queue.dispatch_json("core.nope", "{}")
+
+
+def test_watchers_are_woken_when_work_appears_in_their_queues_only(
+        queue: evq.Queue, second_connection: evq.Queue) -> None:
+    """Idle workers are woken by work in their queues, from this process or another; commits
+    that make nothing ready (claims, heartbeats, outcomes) and work in other queues wake none."""
+    woken = threading.Event()
+    watch = second_connection.store.watch(["default"], woken.set)
+    try:
+        queue.dispatch(Noop(), queue="other")
+        queue.append([WorkerHeartbeat(ts=time.time(), worker="w", done=0)])
+        [row] = claim(queue, queues=("other",))
+        assert not woken.wait(0.3)
+        queue.dispatch(Noop())
+        assert woken.wait(5.0)
+        woken.clear()
+        [row] = claim(queue)
+        start(queue, row.id)
+        succeed(queue, row.id)
+        assert not woken.wait(0.3)
+        queue.dispatch(Noop(), delay=60)  # due later: an idle worker sets its timer by it
+        assert woken.wait(5.0)
+    finally:
+        watch.close()

@@ -39,14 +39,13 @@ from evq.eventlog.events import (
     WorkerStopped,
 )
 from evq.projections.model import HELD, JobRow
-from evq.projections.store import Store
+from evq.projections.store import Store, Watch
 from evq.projections.tables import SqliteTables
 
 from .embedded import Running
 from .execute import AsyncRunner, Outcome, load, run, timed_out
 from .procpool import ProcessPool
 from .retry import after_failure
-from .wake import FileWatcher
 
 log = logging.getLogger("evq.worker")
 _T = TypeVar("_T")
@@ -116,7 +115,7 @@ class Worker:
         self._async: AsyncRunner | None = None
         self._procs = ProcessPool() if pool == "process" else None
         self._threads: list[threading.Thread] = []
-        self._watcher: FileWatcher | None = None
+        self._watcher: Watch | None = None
         self._next_heartbeat = 0.0
         self._next_expiry_check = 0.0
 
@@ -144,8 +143,7 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped; returns the number of attempts finished."""
-        self._watcher = FileWatcher(self.store.path, self.poke) if self.store.path else None
-        unsubscribe = self.store.log.on_commit(self.poke)
+        self._watcher = self.store.watch(self.queues, self.poke)
         self._write(lambda: self.store.append([WorkerStarted(
             ts=time.time(), worker=self.name, host=socket.gethostname(), pid=os.getpid(),
             queues=self.queues, concurrency=self.concurrency, pool=self.pool,
@@ -156,7 +154,6 @@ class Worker:
         try:
             self._loop()
         finally:
-            unsubscribe()
             self._shutdown()
         return self.done
 
