@@ -289,25 +289,48 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+StoreFactory = Callable[[str, dict[str, str]], Store]
+"""Opens the store of a URL, given the URL and its query options."""
+
+_FACTORIES: dict[str, tuple[StoreFactory, str]] = {}
+
+
+def register_store(scheme: str, factory: StoreFactory, example: str) -> None:
+    """Make :func:`open_store` open URLs of ``scheme`` with ``factory`` (``example`` is shown to
+    a user who names an unknown scheme)."""
+    _FACTORIES[scheme] = (factory, example)
+
+
 def open_store(url: str) -> Store:
-    """Open the store a URL names: ``sqlite:///path`` (``?synchronous=FULL``), ``memory://``,
-    or a plain file path."""
+    """Open the store a URL names (``sqlite:///path``, ``memory://``, or a plain file path)."""
     if "://" not in url:
         url = "sqlite:///" + url
     parts = urlsplit(url)
-    options = dict(parse_qsl(parts.query))
-    if parts.scheme == "memory":
-        return Store(SqliteLog(":memory:"), url)
-    if parts.scheme == "sqlite":
-        path = sqlite_path(url)
-        unknown = options.keys() - {"synchronous", "busy_timeout"}
-        if unknown:
-            raise ConfigError(f"{url!r}: unknown option {', '.join(sorted(unknown))}")
-        try:
-            busy = float(options.get("busy_timeout", 5.0))
-        except ValueError:
-            raise ConfigError(f"{url!r}: busy_timeout must be a number of seconds") from None
-        return Store(SqliteLog(path, synchronous=options.get("synchronous", "NORMAL"),
-                               busy_timeout=busy), url)
-    raise ConfigError(f"unknown store URL scheme {parts.scheme!r} in {url!r}: "
-                      "use sqlite:///path/to/evq.db or memory://")
+    found = _FACTORIES.get(parts.scheme)
+    if found is None:
+        examples = " or ".join(e for _, e in _FACTORIES.values())
+        raise ConfigError(f"unknown store URL scheme {parts.scheme!r} in {url!r}: use {examples}")
+    return found[0](url, dict(parse_qsl(parts.query)))
+
+
+def _open_memory(url: str, options: dict[str, str]) -> Store:
+    if options:
+        raise ConfigError(f"{url!r}: unknown option {', '.join(sorted(options))}")
+    return Store(SqliteLog(":memory:"), url)
+
+
+def _open_sqlite(url: str, options: dict[str, str]) -> Store:
+    path = sqlite_path(url)
+    unknown = options.keys() - {"synchronous", "busy_timeout"}
+    if unknown:
+        raise ConfigError(f"{url!r}: unknown option {', '.join(sorted(unknown))}")
+    try:
+        busy = float(options.get("busy_timeout", 5.0))
+    except ValueError:
+        raise ConfigError(f"{url!r}: busy_timeout must be a number of seconds") from None
+    return Store(SqliteLog(path, synchronous=options.get("synchronous", "NORMAL"),
+                           busy_timeout=busy), url)
+
+
+register_store("sqlite", _open_sqlite, "sqlite:///path/to/evq.db")
+register_store("memory", _open_memory, "memory://")
