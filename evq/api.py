@@ -244,11 +244,9 @@ class Queue:
 
     def clear(self, queue: str) -> int:
         """Remove every pending (ready or delayed) job of ``queue``; returns how many."""
-        with self.store.log.transaction():
-            ids = self.store.tables.pending_ids(queue)
-            now = time.time()
-            self.store.append([QueueCleared(job_id=i, ts=now, queue=queue) for i in ids])
-        return len(ids)
+        now = time.time()
+        return len(self.store.change(lambda r: [QueueCleared(job_id=r.id, ts=now, queue=queue)],
+                                     states=[PENDING], queue=queue))
 
     def retry(self, job_id: int) -> JobRow:
         """Queue a failed (or cancelled) job again: ``JobRequeued``, attempts start over."""
@@ -259,9 +257,8 @@ class Queue:
     def retry_all(self, queue: str | None = None) -> int:
         """Queue every failed job (of ``queue``) again; returns how many."""
         now = time.time()
-        return len(self.store.transact(
-            lambda t: t.find(states=[FAILED], queue=queue, limit=10**9),
-            lambda r: [JobRequeued(job_id=r.id, ts=now)]))
+        return len(self.store.change(lambda r: [JobRequeued(job_id=r.id, ts=now)],
+                                     states=[FAILED], queue=queue))
 
     def cancel(self, job_id: int, reason: str = "") -> JobRow:
         """Cancel a job that has not been claimed yet."""
@@ -278,24 +275,18 @@ class Queue:
     def flush_failed(self) -> int:
         """Remove every failed job from the projections; returns how many."""
         now = time.time()
-        return len(self.store.transact(lambda t: t.find(states=[FAILED], limit=10**9),
-                                       lambda r: [JobPurged(job_id=r.id, ts=now)]))
+        return len(self.store.change(lambda r: [JobPurged(job_id=r.id, ts=now)],
+                                     states=[FAILED]))
 
     def _operate(self, job_id: int, allowed: Sequence[str], verb: str,
                  decide: Any) -> JobRow:
-        seen: list[JobRow] = []
-
-        def select(tables: Any) -> list[JobRow]:
-            row = tables.get(job_id)
-            seen.extend([row] if row else [])
-            return [row] if row is not None and row.state in allowed else []
-
-        rows = self.store.transact(select, decide)
-        if not seen:
+        rows = self.store.change(decide, job_id=job_id, states=allowed)
+        if rows:
+            return rows[0]
+        row = self.store.tables.get(job_id)
+        if row is None:
             raise NotFound(f"no job {job_id!r}")
-        if not rows:
-            raise InvalidState(f"cannot {verb} job {job_id}: it is {seen[0].state}")
-        return rows[0]
+        raise InvalidState(f"cannot {verb} job {job_id}: it is {row.state}")
 
     def append(self, events: Sequence[Event]) -> list[int]:
         """Append raw events (for tools and tests); returns their positions."""

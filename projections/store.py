@@ -1,9 +1,11 @@
 """The store: the log and its projections, written together in one transaction.
 
-Every write goes through :meth:`Store.transact`: inside one write transaction it selects rows,
-lets the caller decide the events for them, appends those events and applies them to the
-projections. Claims, outcomes, lease expiry and operator commands are all that one primitive, so
-the checks they make and the events they append can never be split by another writer.
+A store is a set of named operations: append events (and apply them), claim ready jobs, settle
+expired leases, change jobs by id or state (operators' commands), read rows, counts and the log,
+and watch for work. Each write is one transaction that picks the rows it concerns, asks the caller
+for the events (the rules of leases and retries stay with the workers), appends them and applies
+them to the projections, so the checks it makes and the events it appends can never be split by
+another writer. The transitions themselves are the pure functions of :mod:`.apply`.
 """
 
 from __future__ import annotations
@@ -108,7 +110,42 @@ class Store:
                     held.pop(job_id, None)
         return records
 
-    def transact(self, select: Select, decide: Decide) -> list[JobRow]:
+    # -- named operations: each one transaction that picks jobs and appends events for them ----
+
+    def claim(self, queues: Sequence[str], now: float, limit: int,
+              lease: Decide) -> list[JobRow]:
+        """Lease up to ``limit`` jobs of ``queues`` that are ready at ``now`` (an earlier queue
+        first; within a queue by priority, then dispatch order): ``lease`` gives each picked
+        row's events (its ``JobLeased``). Returns the rows as leased."""
+        def ready(tables: SqliteTables) -> list[JobRow]:
+            got: list[JobRow] = []
+            for q in queues:
+                got += tables.ready(q, now, limit - len(got))
+                if len(got) >= limit:
+                    break
+            return got
+
+        return self._transact(ready, lease)
+
+    def settle_expired(self, now: float, settle: Decide, limit: int = 1000) -> list[JobRow]:
+        """For up to ``limit`` held jobs whose lease ran out before ``now``, append the events
+        ``settle`` gives (``LeaseExpired`` and what follows). Returns the rows afterwards."""
+        return self._transact(lambda t: t.expired(now, limit), settle)
+
+    def change(self, decide: Decide, *, job_id: int | None = None,
+               states: Sequence[str] = (), queue: str | None = None) -> list[JobRow]:
+        """For the job ``job_id`` (if it is in one of ``states``), or for every job in
+        ``states`` (of ``queue``), append the events ``decide`` gives: operators' commands.
+        Returns the rows changed, as they are afterwards."""
+        def pick(tables: SqliteTables) -> list[JobRow]:
+            if job_id is None:
+                return tables.find(states=states, queue=queue, limit=2**62)
+            row = tables.get(job_id)
+            return [row] if row is not None and (not states or row.state in states) else []
+
+        return self._transact(pick, decide)
+
+    def _transact(self, select: Select, decide: Decide) -> list[JobRow]:
         """In one transaction: pick rows, append the events ``decide`` returns for each, apply
         them. Returns the picked rows as they are afterwards (in pick order)."""
         with self.log.transaction():

@@ -43,11 +43,11 @@ from evq.workers.retry import after_failure
 
 def claim(q: evq.Queue, now: float | None = None, limit: int = 100,
           queues: tuple[str, ...] = ("default",)) -> list[evq.JobRow]:
-    """Claim ready jobs as a worker does (``Worker._claim``), at time ``now``; returns the rows
-    leased, in claim order."""
-    w = q.worker(queues=list(queues))
-    w._claim(limit, time.time() if now is None else now)
-    return list(w._todo)
+    """Claim ready jobs through the store's claim operation, at time ``now``, with a 30 s lease;
+    returns the rows leased, in claim order."""
+    at = time.time() if now is None else now
+    return q.store.claim(queues, at, limit, lambda r: [JobLeased(
+        job_id=r.id, ts=at, worker="claimer", attempt=r.attempt + 1, lease_expires=at + 30)])
 
 
 def start(q: evq.Queue, job_id: int) -> None:

@@ -428,7 +428,7 @@ class Driver:
         now = self.tick(op.ahead)
         self.workers += 1
         worker = f"w{self.workers}"
-        self.store.transact(lambda t: t.ready(op.queue, now, op.limit), lambda r: [JobLeased(
+        self.store.claim([op.queue], now, op.limit, lambda r: [JobLeased(
             job_id=r.id, ts=now, worker=worker, attempt=r.attempt + 1,
             lease_expires=now + LEASE)])
 
@@ -475,7 +475,7 @@ class Driver:
 
     def op_expire(self, op: Op) -> None:
         now = self.tick(op.ahead)
-        self.store.transact(lambda t: t.expired(now), lambda row: [
+        self.store.settle_expired(now, lambda row: [
             LeaseExpired(job_id=row.id, ts=now, attempt=row.attempt, worker=row.worker or ""),
             after_failure(row, now)])
 

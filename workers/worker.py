@@ -40,7 +40,6 @@ from evq.eventlog.events import (
 )
 from evq.projections.model import HELD, JobRow
 from evq.projections.store import Store, Watch
-from evq.projections.tables import SqliteTables
 
 from .embedded import Running
 from .execute import AsyncRunner, Outcome, load, run, timed_out
@@ -233,19 +232,11 @@ class Worker:
     def _claim(self, limit: int, now: float) -> bool:
         lease_until = now + self.lease
 
-        def ready(tables: SqliteTables) -> list[JobRow]:
-            got: list[JobRow] = []
-            for q in self.queues:
-                got += tables.ready(q, now, limit - len(got))
-                if len(got) >= limit:
-                    break
-            return got
-
         def lease(row: JobRow) -> list[Event]:
             return [JobLeased(job_id=row.id, ts=now, worker=self.name, attempt=row.attempt + 1,
                               lease_expires=max(lease_until, now + (row.timeout or 0) + 1))]
 
-        rows = self._write(lambda: self.store.transact(ready, lease), None)
+        rows = self._write(lambda: self.store.claim(self.queues, now, limit, lease), None)
         if rows is None:
             return True  # the store refused (locked, full): not empty; try again after a pause
         if not rows:
@@ -292,9 +283,8 @@ class Worker:
             self._heartbeat(now)
         if now >= self._next_expiry_check:
             self._next_expiry_check = now + self.lease / 2
-            self._write(lambda: self.store.transact(
-                lambda t: t.expired(now),
-                lambda row: [LeaseExpired(job_id=row.id, ts=now, attempt=row.attempt,
+            self._write(lambda: self.store.settle_expired(
+                now, lambda row: [LeaseExpired(job_id=row.id, ts=now, attempt=row.attempt,
                                           worker=row.worker or ""), after_failure(row, now)]),
                 None)
 
