@@ -24,7 +24,7 @@ from .events import Event, JobDispatched
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 2  # 2: the workers table
+SCHEMA_VERSION = 3  # 2: the workers table; 3: the minutes table
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index
 # of events by job (one page less per dispatch); reads by job look it up by position instead.
@@ -235,20 +235,22 @@ class SqliteLog:
 
     # -- schema --------------------------------------------------------------------------------
 
-    def migrate(self, create_tables: Callable[[sqlite3.Connection], None]) -> None:
-        """Create the log and the tables of ``create_tables`` once; refuse newer schemas."""
+    def migrate(self, create_tables: Callable[[sqlite3.Connection], None]) -> int:
+        """Create the log and the tables of ``create_tables`` that are missing; refuse newer
+        schemas. Returns the version the store had (0: new, ``SCHEMA_VERSION``: current)."""
         version = self.read_rows("PRAGMA user_version")[0][0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {version}; this evq knows "
                              f"{SCHEMA_VERSION}: upgrade evq")
         if version == SCHEMA_VERSION:
-            return
+            return version
         with self.transaction() as conn:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-                return
-            run_script(conn, EVENTS_DDL)
-            create_tables(conn)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                run_script(conn, EVENTS_DDL)
+                create_tables(conn)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return version
 
     # -- the log -------------------------------------------------------------------------------
 

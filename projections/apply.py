@@ -157,11 +157,18 @@ _TOTALS: dict[type[Event], tuple[str, ...]] = {
 }
 
 
+# The totals of ``counts`` that are also kept per minute (``minutes``): how attempts ended.
+_PER_MINUTE = ("successes", "failures", "timed_out")
+
+
 class Deltas:
-    """Increments of the ``counts`` table, gathered over the events of one transaction."""
+    """Increments of the ``counts`` and ``minutes`` tables, gathered over the events of one
+    transaction."""
 
     def __init__(self) -> None:
         self.counts: defaultdict[tuple[str, str], defaultdict[str, float]] = defaultdict(
+            lambda: defaultdict(int))
+        self.minutes: defaultdict[tuple[int, str, str], defaultdict[str, float]] = defaultdict(
             lambda: defaultdict(int))
 
     def add(self, old: JobRow | None, new: JobRow | None, event: Event) -> None:
@@ -176,12 +183,20 @@ class Deltas:
                 c[old.state] -= 1
             if new is not None:
                 c[new.state] += 1
-        for total in _TOTALS.get(type(event), ()):
+        totals = _TOTALS.get(type(event), ())
+        for total in totals:
             c[total] += 1
         if type(event) is JobStarted:
             c["total_wait"] += row.wait or 0.0
         elif type(event) is JobSucceeded:
             c["total_duration"] += event.duration  # type: ignore[attr-defined]
+        per_minute = [t for t in totals if t in _PER_MINUTE]
+        if per_minute:
+            m = self.minutes[int(event.ts // 60) * 60, row.queue, row.name]
+            for total in per_minute:
+                m[total] += 1
+            if type(event) is JobSucceeded:
+                m["total_duration"] += event.duration  # type: ignore[attr-defined]
 
     def __bool__(self) -> bool:
         return bool(self.counts)

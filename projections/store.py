@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from msgspec.structs import replace
@@ -23,10 +24,11 @@ from evq.eventlog.sqlite import SqliteLog
 from evq.eventlog.wake import FileWatcher, ReadySignals, database_watcher
 
 from .apply import Deltas, apply
-from .model import PENDING, Counts, JobRow
+from .model import PENDING, Counts, JobRow, MinuteCounts
 from .tables import SqliteTables, row_writes
 from .workers import WorkerTable, worker_events
 
+_C = TypeVar("_C", Counts, MinuteCounts)
 Select = Callable[[SqliteTables], Iterable[JobRow]]
 Decide = Callable[[JobRow], Sequence[Event]]
 
@@ -39,7 +41,9 @@ class Store:
         self.url = url
         self.tables = SqliteTables(log)
         self.workers = WorkerTable(log)
-        log.migrate(lambda conn: (SqliteTables.create(conn), WorkerTable.create(conn)))
+        found = log.migrate(lambda conn: (SqliteTables.create(conn), WorkerTable.create(conn)))
+        if 0 < found < 3:  # the minutes table is new in version 3: derive it from the log
+            self.rebuild()
         self._signals = None if log.memory else ReadySignals(log.path)
         self._watches: list[_LocalWatch] = []
         log.on_commit(self._committed)
@@ -204,6 +208,8 @@ class Store:
         for label, a, b, key in (("job", mine[0], theirs[0], ("id",)),
                                  ("counts", _nonzero(mine[1]), _nonzero(theirs[1]),
                                   ("queue", "name")),
+                                 ("minute", _nonzero(mine[2], 3), _nonzero(theirs[2], 3),
+                                  ("minute", "queue", "name")),
                                  ("worker", self.workers.all(), other.workers.all(), ("name",))):
             left = {tuple(getattr(r, k) for k in key): r for r in a}
             right = {tuple(getattr(r, k) for k in key): r for r in b}
@@ -310,8 +316,8 @@ class Watch:
             self._files.close()
 
 
-def _nonzero(counts: list[Counts]) -> list[Counts]:
-    return [c for c in counts if any(getattr(c, f) for f in c.__struct_fields__[2:])]
+def _nonzero(counts: Sequence[_C], key: int = 2) -> list[_C]:
+    return [c for c in counts if any(getattr(c, f) for f in c.__struct_fields__[key:])]
 
 
 def sqlite_path(url: str) -> str:

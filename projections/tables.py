@@ -22,6 +22,7 @@ from .model import (
     FAILED,
     HELD,
     JOB_COLUMNS,
+    MINUTE_COLUMNS,
     PENDING,
     QUEUE_COLUMNS,
     TYPE_COLUMNS,
@@ -29,6 +30,7 @@ from .model import (
     Counts,
     JobRow,
     JobTypeStats,
+    MinuteCounts,
     QueueCounts,
 )
 
@@ -66,11 +68,16 @@ def _update_sql(columns: tuple[int, ...]) -> str:
             "WHERE id = ?")
 
 
-_TOTALS = COUNT_COLUMNS[2:]
-_ZEROS = (0,) * len(_TOTALS)
-_BUMP = (f"INSERT INTO counts({', '.join(COUNT_COLUMNS)}) "
-         f"VALUES ({', '.join('?' * len(COUNT_COLUMNS))}) ON CONFLICT(queue, name) DO UPDATE SET "
-         + ", ".join(f"{f} = {f} + excluded.{f}" for f in _TOTALS))
+def _bump_sql(table: str, columns: Sequence[str], key: int) -> str:
+    """An upsert that adds to the totals (the columns after the ``key`` first ones)."""
+    return (f"INSERT INTO {table}({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT({', '.join(columns[:key])}) DO UPDATE SET "
+            + ", ".join(f"{f} = {table}.{f} + excluded.{f}" for f in columns[key:]))
+
+
+_TOTALS, _MINUTE_TOTALS = COUNT_COLUMNS[2:], MINUTE_COLUMNS[3:]
+_BUMP, _BUMP_MINUTE = _bump_sql("counts", COUNT_COLUMNS, 2), _bump_sql("minutes", MINUTE_COLUMNS, 3)
 
 
 def _view(name: str, key: str, columns: Sequence[str]) -> str:
@@ -134,6 +141,8 @@ class SqliteTables:
         db = sqlite_utils.Database(conn)
         db.table("jobs").create(_columns(JobRow), pk="id", if_not_exists=True)
         db.table("counts").create(_columns(Counts), pk=("queue", "name"), if_not_exists=True)
+        db.table("minutes").create(_columns(MinuteCounts), pk=("minute", "queue", "name"),
+                                   if_not_exists=True)
         run_script(conn, INDEXES)
         run_script(conn, VIEWS)
 
@@ -177,9 +186,11 @@ class SqliteTables:
         return found
 
     def bump(self, deltas: Deltas) -> None:
-        if deltas.counts:
-            self.log.conn.executemany(_BUMP, [
-                (q, n, *map(d.get, _TOTALS, _ZEROS)) for (q, n), d in deltas.counts.items()])
+        for sql, totals, changes in ((_BUMP, _TOTALS, deltas.counts),
+                                     (_BUMP_MINUTE, _MINUTE_TOTALS, deltas.minutes)):
+            if changes:
+                self.log.conn.executemany(sql, [(*key, *(d.get(f, 0) for f in totals))
+                                                for key, d in changes.items()])
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -257,7 +268,13 @@ class SqliteTables:
         return [Counts(*t) for t in self.log.read_rows(
             f"SELECT {', '.join(COUNT_COLUMNS)} FROM counts ORDER BY queue, name")]
 
-    def dump(self) -> tuple[list[JobRow], list[Counts]]:
+    def minutes(self, since: float) -> list[MinuteCounts]:
+        """The per-minute outcome counts of the minutes that end after ``since``."""
+        return [MinuteCounts(*t) for t in self.log.read_rows(
+            f"SELECT {', '.join(MINUTE_COLUMNS)} FROM minutes WHERE minute > ? "
+            "ORDER BY minute, queue, name", (since - 60,))]
+
+    def dump(self) -> tuple[list[JobRow], list[Counts], list[MinuteCounts]]:
         """Every row of every projection table, in key order: what a rebuild must reproduce."""
-        return self._rows("1", (), "ORDER BY id"), self.counts()
+        return self._rows("1", (), "ORDER BY id"), self.counts(), self.minutes(float("-inf"))
 
