@@ -141,7 +141,7 @@ class ReadySignals:
     def __init__(self, db_path: str) -> None:
         path = Path(db_path).resolve()
         self.folder = path.with_name(path.name + "-ready")
-        self._made: set[str] = set()
+        self._paths: dict[str, str] = {}  # queue -> its file, once made
 
     @staticmethod
     def file_name(queue: str) -> str:
@@ -149,16 +149,17 @@ class ReadySignals:
 
     def announce(self, queues: Iterable[str]) -> None:
         for queue in queues:
-            path = self.folder / self.file_name(queue)
+            path = self._paths.get(queue)
             try:
-                if path.name in self._made:
-                    os.utime(path)
+                if path is not None:
+                    os.utime(path)  # on the hot path of every dispatch: a syscall, no more
                     continue
                 self.folder.mkdir(exist_ok=True)
-                path.touch()
-                self._made.add(path.name)
+                made = self.folder / self.file_name(queue)
+                made.touch()
+                self._paths[queue] = str(made)
             except OSError as exc:
-                self._made.discard(path.name)
+                self._paths.pop(queue, None)
                 log.debug("cannot signal work in queue %r: %s", queue, exc)
 
     def watch(self, queues: Iterable[str], on_change: Callable[[], None]) -> FileWatcher:

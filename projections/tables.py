@@ -77,6 +77,7 @@ def _bump_sql(table: str, columns: Sequence[str], key: int) -> str:
 
 
 _TOTALS, _MINUTE_TOTALS = COUNT_COLUMNS[2:], MINUTE_COLUMNS[3:]
+_ZEROS = (0,) * len(_TOTALS)
 _BUMP, _BUMP_MINUTE = _bump_sql("counts", COUNT_COLUMNS, 2), _bump_sql("minutes", MINUTE_COLUMNS, 3)
 
 
@@ -189,7 +190,7 @@ class SqliteTables:
         for sql, totals, changes in ((_BUMP, _TOTALS, deltas.counts),
                                      (_BUMP_MINUTE, _MINUTE_TOTALS, deltas.minutes)):
             if changes:
-                self.log.conn.executemany(sql, [(*key, *(d.get(f, 0) for f in totals))
+                self.log.conn.executemany(sql, [(*key, *map(d.get, totals, _ZEROS))
                                                 for key, d in changes.items()])
 
     # -- reads ---------------------------------------------------------------------------------
