@@ -31,7 +31,6 @@ from evq.eventlog.events import (
     Event,
     JobLeased,
     JobStarted,
-    LeaseExpired,
     LeaseExtended,
     LeaseReleased,
     WorkerHeartbeat,
@@ -44,7 +43,7 @@ from evq.projections.store import Store, Watch
 from .embedded import Running
 from .execute import AsyncRunner, Outcome, load, run, timed_out
 from .procpool import ProcessPool
-from .retry import after_failure
+from .retry import after_lease_expired
 
 log = logging.getLogger("evq.worker")
 _T = TypeVar("_T")
@@ -284,9 +283,7 @@ class Worker:
         if now >= self._next_expiry_check:
             self._next_expiry_check = now + self.lease / 2
             self._write(lambda: self.store.settle_expired(
-                now, lambda row: [LeaseExpired(job_id=row.id, ts=now, attempt=row.attempt,
-                                          worker=row.worker or ""), after_failure(row, now)]),
-                None)
+                now, lambda row: after_lease_expired(row, now)), None)
 
     def _heartbeat(self, now: float) -> None:
         with self._cv:
