@@ -209,6 +209,22 @@ class SqliteLog:
         """Inside a transaction: say that it makes work ready in ``queues``."""
         self._woken.update(queues)
 
+    # The statements of the layers above go through these three, with ``?`` placeholders, so
+    # that another SQL store can run the same texts.
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Run one statement inside :meth:`transaction`; returns the rows it gives."""
+        return self.conn.execute(sql, params).fetchall()
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        """Run one statement for each of ``rows``, inside :meth:`transaction`."""
+        self.conn.executemany(sql, rows)
+
+    @staticmethod
+    def index_hint(index: str | None) -> str:
+        """The clause that makes a query use ``index`` (SQLite picks a worse plan for some)."""
+        return f" INDEXED BY {index}" if index else ""
+
     def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Run one read query under the connection's lock, with errors translated."""
         with self.lock:

@@ -154,7 +154,7 @@ class SqliteTables:
         found: dict[int, JobRow] = {}
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            for t in self.log.conn.execute(
+            for t in self.log.execute(
                     f"SELECT {_COLS} FROM jobs WHERE id IN ({','.join('?' * len(part))})", part):
                 found[t[0]] = JobRow(*t)
         return found
@@ -162,7 +162,7 @@ class SqliteTables:
     def save(self, writes: RowWrites, seq_base: int = 0) -> None:
         """Write what :func:`row_writes` worked out; ``seq_base`` is added to every row's
         ``last_seq`` (for rows derived before their events had positions)."""
-        conn = self.log.conn
+        log = self.log
         if seq_base:
             for row in writes.inserts:
                 row[-1] += seq_base
@@ -170,11 +170,11 @@ class SqliteTables:
                 for row in values:
                     row[-2] += seq_base
         if writes.inserts:
-            conn.executemany(_INSERT_JOB, writes.inserts)
+            log.executemany(_INSERT_JOB, writes.inserts)
         for columns, values in writes.updates.items():
-            conn.executemany(_update_sql(columns), values)
+            log.executemany(_update_sql(columns), values)
         if writes.removed:
-            conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in writes.removed])
+            log.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in writes.removed])
 
     def versions(self, ids: Iterable[int]) -> dict[int, int]:
         """The ``last_seq`` of each of these jobs that has a row: a row changes only with it."""
@@ -182,7 +182,7 @@ class SqliteTables:
         found: dict[int, int] = {}
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            found.update(self.log.conn.execute(
+            found.update(self.log.execute(
                 f"SELECT id, last_seq FROM jobs WHERE id IN ({','.join('?' * len(part))})", part))
         return found
 
@@ -190,16 +190,15 @@ class SqliteTables:
         for sql, totals, changes in ((_BUMP, _TOTALS, deltas.counts),
                                      (_BUMP_MINUTE, _MINUTE_TOTALS, deltas.minutes)):
             if changes:
-                self.log.conn.executemany(sql, [(*key, *map(d.get, totals, _ZEROS))
+                self.log.executemany(sql, [(*key, *map(d.get, totals, _ZEROS))
                                                 for key, d in changes.items()])
 
     # -- reads ---------------------------------------------------------------------------------
 
     def _rows(self, where: str, params: Sequence[object], tail: str = "",
               index: str | None = None) -> list[JobRow]:
-        using = f" INDEXED BY {index}" if index else ""
         return [JobRow(*t) for t in self.log.read_rows(
-            f"SELECT {_COLS} FROM jobs{using} WHERE {where} {tail}", params)]
+            f"SELECT {_COLS} FROM jobs{self.log.index_hint(index)} WHERE {where} {tail}", params)]
 
     def ready(self, queue: str, now: float, limit: int) -> list[JobRow]:
         """Jobs of ``queue`` that may be claimed now, in claim order."""
