@@ -45,12 +45,16 @@ DELAYED = f"state = '{PENDING}' AND run_at > dispatched_at"  # dispatched with a
 HELD_NOW = f"state IN ({', '.join(repr(s) for s in HELD)})"
 STOPPED = f"state IN ('{FAILED}', '{CANCELLED}')"
 
+LINKS_INDEX = "jobs_replays"
+
 INDEXES = f"""
 -- claim order within a queue: priority, then dispatch order (ids are time-ordered)
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(queue, priority DESC, id, run_at) WHERE {READY};
 CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs(queue, run_at) WHERE {DELAYED};
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE {HELD_NOW};
 CREATE INDEX IF NOT EXISTS jobs_stopped ON jobs(state, id) WHERE {STOPPED};
+-- the copies of a job (evq replay --redispatch): jobs that are not copies have no entry
+CREATE INDEX IF NOT EXISTS {LINKS_INDEX} ON jobs(replay_of) WHERE replay_of IS NOT NULL;
 """
 
 # For find(): the partial index that covers a set of states, and its condition.
