@@ -199,6 +199,20 @@ class SqliteLog:
             for listener in self._on_commit:
                 listener(woken)
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction: every read inside sees the log and the tables at one position,
+        without blocking writers (WAL). Inside a write transaction it joins that one."""
+        with self.lock:
+            if self.conn.in_transaction:
+                yield
+                return
+            self._retry_busy(lambda: self.conn.execute("BEGIN"))
+            try:
+                yield
+            finally:
+                self.conn.execute("COMMIT")
+
     def on_commit(self, listener: Callable[[set[str]], None]) -> Callable[[], None]:
         """Call ``listener`` after each write transaction of this process commits, with the
         queues in which it made work ready; returns the function that stops it."""
