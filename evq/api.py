@@ -31,7 +31,7 @@ from evq.workers import registry
 from evq.workers.retry import backoff_schedule
 
 from . import health
-from .jobs import Job, check_int, check_queue, validated_payload
+from .jobs import LATEST_TIME, Job, check_int, check_payload, check_queue, validated_payload
 
 if TYPE_CHECKING:
     from evq.workers.worker import Worker
@@ -128,6 +128,7 @@ class Queue:
     def dispatch_json(self, name: str, arguments: bytes | str, **options: Any) -> int:
         """Dispatch the job registered as ``name`` with arguments given as a JSON object."""
         cls = registry.lookup(name)
+        check_payload(name, arguments.encode() if isinstance(arguments, str) else arguments)
         try:
             data = msgspec.json.decode(arguments)
         except msgspec.DecodeError as exc:
@@ -319,22 +320,29 @@ def _backoff(cls: type[Job]) -> list[float]:
 
 
 def run_at(now: float, delay: float | timedelta | None, at: datetime | float | None) -> float:
-    """When a job dispatched at ``now`` becomes ready."""
+    """When a job dispatched at ``now`` becomes ready: a unix time after the epoch and before
+    the year 10000 (``LATEST_TIME``), or the dispatch is refused."""
     if delay is not None and at is not None:
         raise InvalidArguments("give delay or at, not both")
     if isinstance(delay, timedelta):
         delay = delay.total_seconds()
     if delay is not None:
-        if not _finite(delay) or delay < 0:  # type: ignore[operator]
-            raise InvalidArguments(f"delay must be a non-negative number of seconds, not {delay!r}")
+        if not _finite(delay) or not 0 <= delay <= LATEST_TIME - now:  # type: ignore[operator]
+            raise InvalidArguments(f"delay must be a number of seconds from 0 to "
+                                   f"{LATEST_TIME - now:.0f} (the year 9999), not {delay!r}")
         return now + delay
+    if at is None:
+        return now
+    when = at
     if isinstance(at, datetime):
-        return at.timestamp()
-    if at is not None:
-        if not _finite(at):
-            raise InvalidArguments(f"at must be a datetime or a unix time, not {at!r}")
-        return float(at)
-    return now
+        try:
+            when = at.timestamp()
+        except (OverflowError, ValueError, OSError):
+            when = math.nan
+    if not _finite(when) or not 0 < when <= LATEST_TIME:  # type: ignore[operator]
+        raise InvalidArguments(f"at must be a datetime or a unix time after 1970-01-01 and "
+                               f"before the year 10000, not {at!r}")
+    return float(when)  # type: ignore[arg-type]
 
 
 def _finite(value: object) -> bool:

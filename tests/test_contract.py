@@ -201,8 +201,17 @@ def test_invalid_delay_is_refused(queue: evq.Queue) -> None:
 
 @pytest.mark.parametrize("options", [
     {"priority": "high"}, {"priority": 1.5}, {"queue": 123}, {"at": float("nan")},
-    {"delay": float("inf")}, {"at": "tomorrow"}],
-    ids=["priority-str", "priority-float", "queue-int", "at-nan", "delay-inf", "at-str"])
+    {"delay": float("inf")}, {"at": "tomorrow"},
+    # what cannot be stored and shown: times outside 1970..9999, 65-bit priorities
+    {"at": datetime(1, 1, 1)}, {"at": -1e12}, {"at": 1e20}, {"at": 0}, {"delay": 1e12},
+    {"delay": 1e300}, {"priority": 2**63}, {"priority": -(2**63) - 1},
+    # queue names a worker could not name (evq work --queues splits on commas, strips spaces)
+    {"queue": "a,b"}, {"queue": " padded "}, {"queue": "bell\x07"}, {"queue": ""},
+    {"queue": "q" * 101}],
+    ids=["priority-str", "priority-float", "queue-int", "at-nan", "delay-inf", "at-str",
+         "at-year-1", "at-negative", "at-1e20", "at-0", "delay-1e12", "delay-1e300",
+         "priority-2**63", "priority-below-int64", "queue-comma", "queue-padded",
+         "queue-control", "queue-empty", "queue-long"])
 def test_bad_dispatch_options_are_refused_before_the_log(queue: evq.Queue,
                                                          options: dict[str, Any]) -> None:
     queue.dispatch(Noop())
@@ -213,6 +222,52 @@ def test_bad_dispatch_options_are_refused_before_the_log(queue: evq.Queue,
         assert queue.store.log.last_seq() == before
     finally:
         list(queue.events())  # whatever happened, the log must stay readable
+
+
+class Carry(evq.Job):
+    job_name = "contract.carry"
+
+    value: Any = None
+
+
+def nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [65, 1000, 5000])
+def test_arguments_nested_too_deeply_are_refused(queue: evq.Queue, depth: int) -> None:
+    before = queue.store.log.last_seq()
+    with pytest.raises(InvalidArguments, match="nested"):
+        queue.dispatch(Carry(value=nested(depth)))
+    text = b'{"value": ' + b"[" * depth + b"0" + b"]" * depth + b"}"
+    with pytest.raises(InvalidArguments, match="nested"):
+        queue.dispatch_json("contract.carry", text)
+    assert queue.store.log.last_seq() == before
+
+
+def test_arguments_over_10_mb_are_refused(queue: evq.Queue) -> None:
+    before = queue.store.log.last_seq()
+    with pytest.raises(InvalidArguments, match="bytes"):
+        queue.dispatch(Carry(value="x" * (10 * 1024 * 1024)))
+    assert queue.store.log.last_seq() == before
+
+
+def test_arguments_at_the_bounds_are_accepted(queue: evq.Queue) -> None:
+    wide = [{"a": [1, {"b": 2}]} for _ in range(1000)]  # many brackets, little depth
+    for value in (nested(63), wide, "[[[[" * 100):
+        job_id = queue.dispatch(Carry(value=value))
+        assert msgspec.json.decode(queue.job(job_id).payload) == {"value": value}
+
+
+def test_a_name_a_worker_cannot_name_is_refused_at_class_definition() -> None:
+    for attrs in ({"queue": "a,b"}, {"job_name": " x"}, {"job_name": "tab\there"}):
+        with pytest.raises(ConfigError, match="printable"):
+            type("BadName", (evq.Job,), {**attrs, "job_name": attrs.get("job_name", "ok.x")})
+    with pytest.raises(ConfigError, match="printable"):
+        evq.job(name="a,b")(lambda: None)
 
 
 def test_bad_class_configuration_is_refused_before_the_log(queue: evq.Queue) -> None:
