@@ -43,7 +43,7 @@ def demo(
     columns = (*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     changed = threading.Event()
-    unsubscribe = q.store.log.on_commit(changed.set)
+    watcher = q.store.watch(None, changed.set)
     try:
         with Progress(*columns, console=out) as progress:
             task = progress.add_task("working", total=total)
@@ -55,7 +55,7 @@ def demo(
                 changed.wait(0.1)
                 changed.clear()
     finally:
-        unsubscribe()
+        watcher.close()
         worker.stop()
         thread.join()
     print_stats(q.stats())

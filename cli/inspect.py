@@ -231,9 +231,7 @@ def events(
     if not follow:
         return
     changed = threading.Event()
-    from evq.workers.wake import FileWatcher
-
-    watcher = FileWatcher(q.store.path, changed.set) if q.store.path else None
+    watcher = q.store.watch(None, changed.set)
     try:
         while True:
             changed.wait(1.0)
@@ -242,5 +240,4 @@ def events(
     except KeyboardInterrupt:
         pass
     finally:
-        if watcher:
-            watcher.close()
+        watcher.close()

@@ -85,7 +85,7 @@ def register(app: typer.Typer) -> None:
             if max_memory is not None and rss_mb(os.getpid()) is None:
                 raise ConfigError("--max-memory reads memory use from /proc, which this system "
                                   "does not have")
-            if q.store.path is None:
+            if not q.store.shared:
                 raise ConfigError(f"{q.url} lives in one process: --processes and --max-memory "
                                   "need a SQLite file (sqlite:///path/to/evq.db)")
             command = [sys.executable, "-m", "evq.cli", "--url", q.url, "work", "--supervised",

@@ -1,7 +1,3 @@
-"""The event log: event types, their encoding, and the stores that append and read them."""
-
-from . import events
-from .codec import Record
-from .errors import EvqError
-
-__all__ = ["EvqError", "Record", "events"]
+"""The event log: event types (:mod:`.events`), their encoding (:mod:`.codec`), errors
+(:mod:`.errors`), and the stores that append and read them. Import the submodule you need: this
+package imports nothing itself, so a process that only decodes events loads no store."""

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -24,7 +24,7 @@ from .events import Event, JobDispatched
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 2  # 2: the workers table
+SCHEMA_VERSION = 3  # 2: the workers table; 3: the minutes table
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index
 # of events by job (one page less per dispatch); reads by job look it up by position instead.
@@ -136,7 +136,8 @@ class SqliteLog:
         self.lock = threading.RLock()
         self._in_tx = False
         self._appended = False
-        self._on_commit: list[Callable[[], None]] = []
+        self._woken: set[str] = set()
+        self._on_commit: list[Callable[[set[str]], None]] = []
         if not self.memory and not readonly:
             folder = Path(path).resolve().parent
             if not folder.is_dir():
@@ -171,7 +172,8 @@ class SqliteLog:
         """A write transaction that holds SQLite's write lock from its first statement.
 
         Nested use joins the outer transaction. Listeners added with :meth:`on_commit` run after
-        the outermost commit, if it appended events.
+        the outermost commit, if it appended events, with the queues given to
+        :meth:`wake_after_commit` during the transaction.
         """
         with self.lock:
             if self._in_tx:
@@ -180,9 +182,11 @@ class SqliteLog:
             self._retry_busy(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             self._in_tx = True
             self._appended = False
+            self._woken = set()
             try:
                 yield self.conn
                 self.conn.execute("COMMIT")
+                woken = self._woken
             except BaseException as exc:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -193,13 +197,47 @@ class SqliteLog:
                 self._in_tx = False
         if self._appended:
             for listener in self._on_commit:
-                listener()
+                listener(woken)
 
-    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener`` after each write transaction of this process commits; returns the
-        function that stops it."""
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction: every read inside sees the log and the tables at one position,
+        without blocking writers (WAL). Inside a write transaction it joins that one."""
+        with self.lock:
+            if self.conn.in_transaction:
+                yield
+                return
+            self._retry_busy(lambda: self.conn.execute("BEGIN"))
+            try:
+                yield
+            finally:
+                self.conn.execute("COMMIT")
+
+    def on_commit(self, listener: Callable[[set[str]], None]) -> Callable[[], None]:
+        """Call ``listener`` after each write transaction of this process commits, with the
+        queues in which it made work ready; returns the function that stops it."""
         self._on_commit.append(listener)
         return lambda: self._on_commit.remove(listener)
+
+    def wake_after_commit(self, queues: Iterable[str]) -> None:
+        """Inside a transaction: say that it makes work ready in ``queues``."""
+        self._woken.update(queues)
+
+    # The statements of the layers above go through these three, with ``?`` placeholders, so
+    # that another SQL store can run the same texts.
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Run one statement inside :meth:`transaction`; returns the rows it gives."""
+        return self.conn.execute(sql, params).fetchall()
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        """Run one statement for each of ``rows``, inside :meth:`transaction`."""
+        self.conn.executemany(sql, rows)
+
+    @staticmethod
+    def index_hint(index: str | None) -> str:
+        """The clause that makes a query use ``index`` (SQLite picks a worse plan for some)."""
+        return f" INDEXED BY {index}" if index else ""
 
     def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Run one read query under the connection's lock, with errors translated."""
@@ -227,20 +265,22 @@ class SqliteLog:
 
     # -- schema --------------------------------------------------------------------------------
 
-    def migrate(self, create_tables: Callable[[sqlite3.Connection], None]) -> None:
-        """Create the log and the tables of ``create_tables`` once; refuse newer schemas."""
+    def migrate(self, create_tables: Callable[[sqlite3.Connection], None]) -> int:
+        """Create the log and the tables of ``create_tables`` that are missing; refuse newer
+        schemas. Returns the version the store had (0: new, ``SCHEMA_VERSION``: current)."""
         version = self.read_rows("PRAGMA user_version")[0][0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {version}; this evq knows "
                              f"{SCHEMA_VERSION}: upgrade evq")
         if version == SCHEMA_VERSION:
-            return
+            return version
         with self.transaction() as conn:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-                return
-            run_script(conn, EVENTS_DDL)
-            create_tables(conn)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                run_script(conn, EVENTS_DDL)
+                create_tables(conn)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return version
 
     # -- the log -------------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@
     q.history(job_id)                      # every event of the job
 """
 
+from typing import TYPE_CHECKING
+
 from evq.eventlog.errors import (
     ConfigError,
     DecodeError,
@@ -25,19 +27,32 @@ from evq.eventlog.errors import (
     StoreError,
     UnknownJob,
 )
-from evq.projections.model import JobRow
 
-from .api import Queue, connect, default_queue, use
-from .jobs import FunctionJob, Job, job
+if TYPE_CHECKING:
+    from evq.api import Queue, connect, default_queue, use
+    from evq.jobs import FunctionJob, Job, job
+    from evq.projections.model import JobRow
+    from evq.workers.worker import Worker
+
+# The rest of the API is imported on first use, so that importing a part of evq (the event types
+# in a process-pool child, say) does not load the stores, the workers and the CLI's dependencies.
+_LAZY = {
+    "Queue": "evq.api", "connect": "evq.api", "default_queue": "evq.api", "use": "evq.api",
+    "FunctionJob": "evq.jobs", "Job": "evq.jobs", "job": "evq.jobs",
+    "JobRow": "evq.projections.model", "Worker": "evq.workers.worker",
+}
 
 
 def __getattr__(name: str) -> object:
-    """``evq.Worker``, imported on first use (it brings asyncio and the file watcher)."""
-    if name == "Worker":
-        from evq.workers.worker import Worker
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evq' has no attribute {name!r}")
+    import importlib
 
-        return Worker
-    raise AttributeError(f"module 'evq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ConfigError",

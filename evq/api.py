@@ -31,7 +31,7 @@ from evq.workers import registry
 from evq.workers.retry import backoff_schedule
 
 from . import health
-from .jobs import Job, check_int, check_queue, validated_payload
+from .jobs import LATEST_TIME, Job, check_int, check_payload, check_queue, validated_payload
 
 if TYPE_CHECKING:
     from evq.workers.worker import Worker
@@ -128,6 +128,7 @@ class Queue:
     def dispatch_json(self, name: str, arguments: bytes | str, **options: Any) -> int:
         """Dispatch the job registered as ``name`` with arguments given as a JSON object."""
         cls = registry.lookup(name)
+        check_payload(name, arguments.encode() if isinstance(arguments, str) else arguments)
         try:
             data = msgspec.json.decode(arguments)
         except msgspec.DecodeError as exc:
@@ -244,11 +245,9 @@ class Queue:
 
     def clear(self, queue: str) -> int:
         """Remove every pending (ready or delayed) job of ``queue``; returns how many."""
-        with self.store.log.transaction():
-            ids = self.store.tables.pending_ids(queue)
-            now = time.time()
-            self.store.append([QueueCleared(job_id=i, ts=now, queue=queue) for i in ids])
-        return len(ids)
+        now = time.time()
+        return len(self.store.change(lambda r: [QueueCleared(job_id=r.id, ts=now, queue=queue)],
+                                     states=[PENDING], queue=queue))
 
     def retry(self, job_id: int) -> JobRow:
         """Queue a failed (or cancelled) job again: ``JobRequeued``, attempts start over."""
@@ -259,9 +258,8 @@ class Queue:
     def retry_all(self, queue: str | None = None) -> int:
         """Queue every failed job (of ``queue``) again; returns how many."""
         now = time.time()
-        return len(self.store.transact(
-            lambda t: t.find(states=[FAILED], queue=queue, limit=10**9),
-            lambda r: [JobRequeued(job_id=r.id, ts=now)]))
+        return len(self.store.change(lambda r: [JobRequeued(job_id=r.id, ts=now)],
+                                     states=[FAILED], queue=queue))
 
     def cancel(self, job_id: int, reason: str = "") -> JobRow:
         """Cancel a job that has not been claimed yet."""
@@ -278,24 +276,18 @@ class Queue:
     def flush_failed(self) -> int:
         """Remove every failed job from the projections; returns how many."""
         now = time.time()
-        return len(self.store.transact(lambda t: t.find(states=[FAILED], limit=10**9),
-                                       lambda r: [JobPurged(job_id=r.id, ts=now)]))
+        return len(self.store.change(lambda r: [JobPurged(job_id=r.id, ts=now)],
+                                     states=[FAILED]))
 
     def _operate(self, job_id: int, allowed: Sequence[str], verb: str,
                  decide: Any) -> JobRow:
-        seen: list[JobRow] = []
-
-        def select(tables: Any) -> list[JobRow]:
-            row = tables.get(job_id)
-            seen.extend([row] if row else [])
-            return [row] if row is not None and row.state in allowed else []
-
-        rows = self.store.transact(select, decide)
-        if not seen:
+        rows = self.store.change(decide, job_id=job_id, states=allowed)
+        if rows:
+            return rows[0]
+        row = self.store.tables.get(job_id)
+        if row is None:
             raise NotFound(f"no job {job_id!r}")
-        if not rows:
-            raise InvalidState(f"cannot {verb} job {job_id}: it is {seen[0].state}")
-        return rows[0]
+        raise InvalidState(f"cannot {verb} job {job_id}: it is {row.state}")
 
     def append(self, events: Sequence[Event]) -> list[int]:
         """Append raw events (for tools and tests); returns their positions."""
@@ -328,22 +320,29 @@ def _backoff(cls: type[Job]) -> list[float]:
 
 
 def run_at(now: float, delay: float | timedelta | None, at: datetime | float | None) -> float:
-    """When a job dispatched at ``now`` becomes ready."""
+    """When a job dispatched at ``now`` becomes ready: a unix time after the epoch and before
+    the year 10000 (``LATEST_TIME``), or the dispatch is refused."""
     if delay is not None and at is not None:
         raise InvalidArguments("give delay or at, not both")
     if isinstance(delay, timedelta):
         delay = delay.total_seconds()
     if delay is not None:
-        if not _finite(delay) or delay < 0:  # type: ignore[operator]
-            raise InvalidArguments(f"delay must be a non-negative number of seconds, not {delay!r}")
+        if not _finite(delay) or not 0 <= delay <= LATEST_TIME - now:  # type: ignore[operator]
+            raise InvalidArguments(f"delay must be a number of seconds from 0 to "
+                                   f"{LATEST_TIME - now:.0f} (the year 9999), not {delay!r}")
         return now + delay
+    if at is None:
+        return now
+    when = at
     if isinstance(at, datetime):
-        return at.timestamp()
-    if at is not None:
-        if not _finite(at):
-            raise InvalidArguments(f"at must be a datetime or a unix time, not {at!r}")
-        return float(at)
-    return now
+        try:
+            when = at.timestamp()
+        except (OverflowError, ValueError, OSError):
+            when = math.nan
+    if not _finite(when) or not 0 < when <= LATEST_TIME:  # type: ignore[operator]
+        raise InvalidArguments(f"at must be a datetime or a unix time after 1970-01-01 and "
+                               f"before the year 10000, not {at!r}")
+    return float(when)  # type: ignore[arg-type]
 
 
 def _finite(value: object) -> bool:

@@ -20,8 +20,6 @@ ALIVE, LOST, STOPPED = "alive", "lost", "stopped"
 OK, DEGRADED, UNHEALTHY = "ok", "degraded", "unhealthy"
 LEVELS = (OK, DEGRADED, UNHEALTHY)  # the exit code of each is its index
 
-_FAILURES = ("JobFailed", "JobTimedOut", "LeaseExpired")
-
 
 class WorkerStatus(msgspec.Struct):
     """One worker as ``evq workers`` shows it."""
@@ -85,7 +83,8 @@ def check(store: Store, *, max_backlog: int = 1000, max_failure_rate: float = 0.
           window: float = 300.0, min_workers: int = 1, now: float | None = None) -> Health:
     """The queue's health: the store answers, at least ``min_workers`` workers are alive and no
     lost worker still holds jobs, at most ``max_backlog`` jobs are ready but unclaimed, and at
-    most ``max_failure_rate`` of the attempts of the last ``window`` seconds failed."""
+    most ``max_failure_rate`` of the attempts that ended in the last ``window`` seconds (the
+    minutes it reaches into, from the ``minutes`` projection) failed."""
     now = time.time() if now is None else now
     try:
         return _checks(store, max_backlog, max_failure_rate, window, min_workers, now)
@@ -116,13 +115,9 @@ def _checks(store: Store, max_backlog: int, max_failure_rate: float, window: flo
     checks.append(Check("backlog", DEGRADED if backlog > max_backlog else OK,
                         f"{backlog} jobs ready and unclaimed (at most {max_backlog})"))
 
-    since = store.log.seq_before(now - window)
-    counts = dict(store.log.read_rows(
-        "SELECT type, count(*) FROM events WHERE seq > ? AND ts >= ? AND type IN "
-        "('JobSucceeded', 'JobFailed', 'JobTimedOut', 'LeaseExpired') GROUP BY type",
-        (since, now - window)))
-    failures = sum(counts.get(t, 0) for t in _FAILURES)
-    attempts = failures + counts.get("JobSucceeded", 0)
+    minutes = store.tables.minutes(now - window)
+    failures = sum(m.failures for m in minutes)
+    attempts = failures + sum(m.successes for m in minutes)
     rate = failures / attempts if attempts else 0.0
     checks.append(Check("failure_rate", DEGRADED if rate > max_failure_rate else OK,
                         f"{rate:.1%} of {attempts} attempts in the last {window:g}s failed "

@@ -56,12 +56,21 @@ class Job(msgspec.Struct, kw_only=True):
                                         priority=priority)
 
 
+# What job arguments may be: their JSON at most this long and nested at most this deep (deeper
+# values cannot be decoded by a worker without running out of stack, and longer ones make every
+# read of the job slow).
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+MAX_DEPTH = 64
+# Times are unix seconds after the epoch and before the year 10000 (what a listing can show).
+LATEST_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
+PRIORITY_RANGE = (-(2**63), 2**63 - 1)  # what the stores keep as an integer
+
+
 def check_settings(cls: type[Job]) -> None:
     """Refuse a job type whose class settings could not be dispatched (at import, not later)."""
     where = f"job type {cls.__qualname__}"
-    if not isinstance(cls.job_name, str) or not cls.job_name:
-        raise ConfigError(f"{where}: job_name must be a non-empty string")
     try:
+        check_name(cls.job_name, f"{where}: job_name")
         check_queue(cls.queue, where)
         check_int(cls.priority, f"{where}: priority")
     except InvalidArguments as exc:
@@ -75,14 +84,22 @@ def check_settings(cls: type[Job]) -> None:
     backoff_schedule(cls.backoff, cls.tries, cls.backoff_base)
 
 
+def check_name(name: object, what: str) -> None:
+    """The rule for queue and job names: 1 to 100 printable characters, no comma (``evq work
+    --queues`` splits on commas) and no space at either end."""
+    if (not isinstance(name, str) or not 0 < len(name) <= 100 or not name.isprintable()
+            or "," in name or name != name.strip()):
+        raise InvalidArguments(f"{what} must be 1 to 100 printable characters, without commas "
+                               f"or spaces at either end, not {name!r}")
+
+
 def check_queue(queue: object, where: str) -> None:
-    if not isinstance(queue, str) or not queue.strip():
-        raise InvalidArguments(f"{where}: queue must be a non-empty string, not {queue!r}")
+    check_name(queue, f"{where}: queue")
 
 
 def check_int(value: object, what: str) -> None:
-    if not _is_int(value):
-        raise InvalidArguments(f"{what} must be an integer, not {value!r}")
+    if not _is_int(value) or not PRIORITY_RANGE[0] <= value <= PRIORITY_RANGE[1]:  # type: ignore[operator]
+        raise InvalidArguments(f"{what} must be an integer of 64 bits, not {value!r}")
 
 
 def _is_int(value: object) -> bool:
@@ -94,14 +111,53 @@ def _is_number(value: object) -> bool:
 
 
 def validated_payload(job: Job) -> bytes:
-    """The job's arguments as JSON, checked against its field types."""
+    """The job's arguments as JSON, checked against its field types and bounds."""
     cls = type(job)
     try:
         payload = msgspec.json.encode(job)
+    except (TypeError, RecursionError) as exc:
+        raise InvalidArguments(f"{cls.job_name}: invalid arguments: {_why(exc)}") from None
+    check_payload(cls.job_name, payload)
+    try:
         msgspec.json.decode(payload, type=cls)
     except (msgspec.ValidationError, TypeError) as exc:
         raise InvalidArguments(f"{cls.job_name}: invalid arguments: {exc}") from None
     return payload
+
+
+def check_payload(name: str, payload: bytes) -> None:
+    """Refuse arguments whose JSON is too long or nested too deeply (see ``MAX_DEPTH``)."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidArguments(f"{name}: the arguments take {len(payload):,} bytes of JSON; at "
+                               f"most {MAX_PAYLOAD_BYTES:,} are allowed")
+    if payload.count(b"[") + payload.count(b"{") > MAX_DEPTH and _depth(payload) > MAX_DEPTH:
+        raise InvalidArguments(f"{name}: the arguments are nested more than {MAX_DEPTH} deep")
+
+
+def _depth(payload: bytes) -> int:
+    """How deeply the JSON ``payload`` nests arrays and objects (brackets inside strings are
+    skipped by decoding first: only the containers are walked)."""
+    try:
+        value = msgspec.json.decode(payload)
+    except (RecursionError, msgspec.DecodeError):
+        return MAX_DEPTH + 1
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        if depth > MAX_DEPTH:
+            return depth
+        deepest = max(deepest, depth)
+        todo.extend((x, depth + 1) for x in item if isinstance(x, dict | list))
+    return deepest
+
+
+def _why(exc: BaseException) -> str:
+    return f"nested too deeply to encode (at most {MAX_DEPTH})" if isinstance(
+        exc, RecursionError) else str(exc)
 
 
 def job(_fn: Callable[..., Any] | None = None, *, name: str | None = None,

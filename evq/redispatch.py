@@ -11,6 +11,7 @@ from evq.eventlog.events import JobDispatched
 from evq.eventlog.sqlite import Where
 from evq.projections.model import JOB_COLUMNS, JobRow
 from evq.projections.store import Store
+from evq.projections.tables import LINKS_INDEX
 
 
 def matching(store: Store, *, states: Sequence[str] = (), name: str | None = None,
@@ -34,27 +35,16 @@ def again(row: JobRow, now: float) -> JobDispatched:
         replay_of=str(row.id))
 
 
-# Finds the copies of a job. Partial: jobs that are not copies (nearly all) have no entry, so
-# dispatches and claims write nothing more; created by the first redispatch.
-LINKS_INDEX = "jobs_replays"
-_LINKS_DDL = (f"CREATE INDEX IF NOT EXISTS {LINKS_INDEX} ON jobs(replay_of) "
-              "WHERE replay_of IS NOT NULL")
-
-
 def redispatch(store: Store, rows: Sequence[JobRow], *, now: float | None = None) -> list[int]:
     """Dispatch ``rows`` again in one transaction; returns the new jobs' ids."""
     now = time.time() if now is None else now
     if not rows:
         return []
-    with store.log.transaction() as conn:
-        conn.execute(_LINKS_DDL)
-        return [r.seq for r in store.append([again(r, now) for r in rows])]
+    return [r.seq for r in store.append([again(r, now) for r in rows])]
 
 
 def copies(store: Store, job_id: int) -> list[int]:
     """The jobs dispatched again from ``job_id`` by :func:`redispatch`."""
-    if not store.log.read_rows("SELECT 1 FROM sqlite_master WHERE name = ?", (LINKS_INDEX,)):
-        return []
     return [i for (i,) in store.log.read_rows(
-        f"SELECT id FROM jobs INDEXED BY {LINKS_INDEX} WHERE replay_of = ? ORDER BY id",
-        (str(job_id),))]
+        f"SELECT id FROM jobs{store.log.index_hint(LINKS_INDEX)} WHERE replay_of = ? "
+        "ORDER BY id", (str(job_id),))]

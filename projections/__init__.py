@@ -1,7 +1,2 @@
-"""Projections: the state transitions of every event and the tables derived from the log."""
-
-from .apply import apply
-from .model import JobRow
-from .store import Store, open_store
-
-__all__ = ["JobRow", "Store", "apply", "open_store"]
+"""Projections: the state transitions of every event (:mod:`.apply`) and the tables derived from
+the log (:mod:`.store`). Import the submodule you need: this package imports nothing itself."""

@@ -89,8 +89,10 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
         case LeaseExtended() if held:
             return replace(row, lease_expires=event.lease_expires)
         case JobStarted() if held and row.state == LEASED:
+            # ready from its run_at, or from its dispatch if it was dispatched "at" a past time
+            ready = max(row.run_at, row.dispatched_at)
             return replace(row, state=RUNNING, started_at=event.ts,
-                           wait=max(0.0, event.ts - row.run_at), finished_at=None)
+                           wait=max(0.0, event.ts - ready), finished_at=None)
         case JobSucceeded() if held and row.state == RUNNING:
             result = None if event.result is None else json_text(event.result)
             return replace(row, state=SUCCEEDED, finished_at=event.ts, duration=event.duration,
@@ -103,6 +105,10 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
             return replace(row, failures=row.failures + 1, error_type="TimeoutError",
                            error=f"timed out after {event.timeout:g}s", traceback=None,
                            duration=event.timeout)
+        case LeaseExpired() if held and row.state == LEASED:
+            # leased but never started: no attempt was made, so none is used up (the next lease
+            # still takes a new attempt number, which fences this one)
+            return replace(row, state=PENDING, worker=None, lease_expires=None)
         case LeaseExpired() if held:
             return replace(row, failures=row.failures + 1, error_type="WorkerLost",
                            error=f"worker {row.worker} stopped renewing its lease",
@@ -157,11 +163,18 @@ _TOTALS: dict[type[Event], tuple[str, ...]] = {
 }
 
 
+# The totals of ``counts`` that are also kept per minute (``minutes``): how attempts ended.
+_PER_MINUTE = ("successes", "failures", "timed_out")
+
+
 class Deltas:
-    """Increments of the ``counts`` table, gathered over the events of one transaction."""
+    """Increments of the ``counts`` and ``minutes`` tables, gathered over the events of one
+    transaction."""
 
     def __init__(self) -> None:
         self.counts: defaultdict[tuple[str, str], defaultdict[str, float]] = defaultdict(
+            lambda: defaultdict(int))
+        self.minutes: defaultdict[tuple[int, str, str], defaultdict[str, float]] = defaultdict(
             lambda: defaultdict(int))
 
     def add(self, old: JobRow | None, new: JobRow | None, event: Event) -> None:
@@ -176,12 +189,22 @@ class Deltas:
                 c[old.state] -= 1
             if new is not None:
                 c[new.state] += 1
-        for total in _TOTALS.get(type(event), ()):
+        totals = _TOTALS.get(type(event), ())
+        if type(event) is LeaseExpired and old is not None and old.state != RUNNING:
+            totals = ()  # a lease lost before its job started is not a failed attempt
+        for total in totals:
             c[total] += 1
         if type(event) is JobStarted:
             c["total_wait"] += row.wait or 0.0
         elif type(event) is JobSucceeded:
             c["total_duration"] += event.duration  # type: ignore[attr-defined]
+        per_minute = [t for t in totals if t in _PER_MINUTE]
+        if per_minute:
+            m = self.minutes[int(event.ts // 60) * 60, row.queue, row.name]
+            for total in per_minute:
+                m[total] += 1
+            if type(event) is JobSucceeded:
+                m["total_duration"] += event.duration  # type: ignore[attr-defined]
 
     def __bool__(self) -> bool:
         return bool(self.counts)

@@ -105,6 +105,20 @@ class Counts(msgspec.Struct):
     total_wait: float = 0.0
 
 
+class MinuteCounts(msgspec.Struct):
+    """The ``minutes`` table: the attempts of one queue and job name that ended in one minute,
+    by outcome; what health checks and charts over recent time read (a few rows a minute,
+    instead of a scan of the log)."""
+
+    minute: int  # unix time of the minute's start
+    queue: str
+    name: str
+    successes: int = 0
+    failures: int = 0  # failed, timed out or lost their worker
+    timed_out: int = 0
+    total_duration: float = 0.0  # of successes
+
+
 class WorkerRow(msgspec.Struct, frozen=True):
     """The ``workers`` table: one worker's life, from its start, heartbeat and stop events."""
 
@@ -125,6 +139,7 @@ JOB_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobRow))
 QUEUE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(QueueCounts))
 TYPE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobTypeStats))
 COUNT_COLUMNS = tuple(f.name for f in msgspec.structs.fields(Counts))
+MINUTE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(MinuteCounts))
 TYPE_SOURCES = {"succeeded": "successes"}  # job_type_stats columns named otherwise in counts
 WORKER_COLUMNS = tuple(f.name for f in msgspec.structs.fields(WorkerRow))
 

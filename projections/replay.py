@@ -109,12 +109,11 @@ def _write(target: Store, rows: dict[int, JobRow], deltas: Deltas,
     """Make the projection tables of ``target`` hold ``rows``, and the snapshot's ``counters``
     plus ``deltas``; only the job rows that differ are written (a repair rewrites what was
     wrong, not every row)."""
-    conn = target.log.conn
-    stored = {t[0]: t for t in conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs")}
+    stored = {t[0]: t for t in target.log.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs")}
     changed = [r for r in rows.values() if stored.get(r.id) != msgspec.structs.astuple(r)]
     before = {r.id: JobRow(*stored[r.id]) for r in changed if r.id in stored}
     target.tables.save(row_writes(changed, stored.keys() - rows.keys(), before))
-    snapshot.restore_counters(conn, counters)
+    snapshot.restore_counters(target.log.conn, counters)
     target.tables.bump(deltas)
 
 
@@ -124,8 +123,8 @@ def _min(a: float | None, b: float | None) -> float | None:
 
 def _copy(log: SqliteLog, rows: list[Row]) -> None:
     """Write stored rows as they are into ``log`` (inside its transaction), and empty ``rows``."""
-    log.conn.executemany("INSERT INTO events(seq, ts, type, job_id, queue, body) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", rows)
+    log.executemany("INSERT INTO events(seq, ts, type, job_id, queue, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", rows)
     rows.clear()
 
 
@@ -136,12 +135,5 @@ def _reading(log: SqliteLog, *, write: bool) -> Iterator[None]:
         with log.transaction():
             yield
         return
-    with log.lock:
-        if log.conn.in_transaction:  # already inside one (``Store.verify`` holds the lock)
-            yield
-            return
-        log.conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            log.conn.execute("COMMIT")
+    with log.reading():  # joins the write lock that ``Store.verify`` holds
+        yield

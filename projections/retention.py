@@ -45,20 +45,26 @@ def archive_finished(log: SqliteLog, before: float, *, now: float | None = None)
 
 def keep_archiving(url: str, age: float, *, every: float = 3600.0) -> Callable[[], None]:
     """Archive the jobs finished more than ``age`` seconds ago now and every ``every`` seconds,
-    on a thread with its own connection to the store at ``url``; returns the function that
-    stops it."""
-    stop = threading.Event()
+    on a thread with its own connection to the store at ``url``; returns (once the first round
+    is done) the function that stops it."""
+    stop, first_round = threading.Event(), threading.Event()
 
     def loop() -> None:
         from .store import open_store
 
-        store = open_store(url)
+        try:
+            store = open_store(url)
+        except EvqError as exc:
+            logger.warning("archiving is off: %s", exc)
+            first_round.set()
+            return
         try:
             while True:
                 try:
                     archive_finished(store.log, time.time() - age)
                 except EvqError as exc:  # a busy store: try again at the next round
                     logger.warning("archiving failed: %s", exc)
+                first_round.set()
                 if stop.wait(every):
                     return
         finally:
@@ -66,6 +72,7 @@ def keep_archiving(url: str, age: float, *, every: float = 3600.0) -> Callable[[
 
     thread = threading.Thread(target=loop, name="evq-retention", daemon=True)
     thread.start()
+    first_round.wait()
 
     def halt() -> None:
         stop.set()

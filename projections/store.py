@@ -1,15 +1,18 @@
 """The store: the log and its projections, written together in one transaction.
 
-Every write goes through :meth:`Store.transact`: inside one write transaction it selects rows,
-lets the caller decide the events for them, appends those events and applies them to the
-projections. Claims, outcomes, lease expiry and operator commands are all that one primitive, so
-the checks they make and the events they append can never be split by another writer.
+A store is a set of named operations: append events (and apply them), claim ready jobs, settle
+expired leases, change jobs by id or state (operators' commands), read rows, counts and the log,
+and watch for work. Each write is one transaction that picks the rows it concerns, asks the caller
+for the events (the rules of leases and retries stay with the workers), appends them and applies
+them to the projections, so the checks it makes and the events it appends can never be split by
+another writer. The transitions themselves are the pure functions of :mod:`.apply`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from msgspec.structs import replace
@@ -18,12 +21,14 @@ from evq.eventlog.codec import Record
 from evq.eventlog.errors import ConfigError
 from evq.eventlog.events import Event
 from evq.eventlog.sqlite import SqliteLog
+from evq.eventlog.wake import FileWatcher, ReadySignals, database_watcher
 
 from .apply import Deltas, apply
-from .model import Counts, JobRow
+from .model import PENDING, Counts, JobRow, MinuteCounts
 from .tables import SqliteTables, row_writes
 from .workers import WorkerTable, worker_events
 
+_C = TypeVar("_C", Counts, MinuteCounts)
 Select = Callable[[SqliteTables], Iterable[JobRow]]
 Decide = Callable[[JobRow], Sequence[Event]]
 
@@ -36,12 +41,44 @@ class Store:
         self.url = url
         self.tables = SqliteTables(log)
         self.workers = WorkerTable(log)
-        log.migrate(lambda conn: (SqliteTables.create(conn), WorkerTable.create(conn)))
+        found = log.migrate(lambda conn: (SqliteTables.create(conn), WorkerTable.create(conn)))
+        if 0 < found < 3:  # the minutes table is new in version 3: derive it from the log
+            self.rebuild()
+        self._signals = None if log.memory else ReadySignals(log.path)
+        self._watches: list[_LocalWatch] = []
+        log.on_commit(self._committed)
 
     @property
     def path(self) -> str | None:
         """The database file, or None for an in-memory store."""
         return None if self.log.memory else self.log.path
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes (and machines, for a server) can open this store too."""
+        return self._signals is not None
+
+    # -- wake-ups ------------------------------------------------------------------------------
+
+    def watch(self, queues: Sequence[str] | None, on_change: Callable[[], None]) -> Watch:
+        """Call ``on_change`` (from another thread) soon after work appears in one of
+        ``queues`` (a job becomes ready, or due sooner), in this process or, on a shared store,
+        any other; with ``queues`` None, after every commit. Commits that make no work ready
+        (claims, heartbeats, outcomes) wake nobody."""
+        local = _LocalWatch(None if queues is None else frozenset(queues), on_change)
+        self._watches.append(local)
+        files = None
+        if self._signals is not None:
+            files = (database_watcher(self.log.path, on_change) if queues is None
+                     else self._signals.watch(queues, on_change))
+        return Watch(lambda: self._watches.remove(local), files)
+
+    def _committed(self, woken: set[str]) -> None:
+        for w in list(self._watches):
+            if w.queues is None or not w.queues.isdisjoint(woken):
+                w.on_change()
+        if woken and self._signals is not None:
+            self._signals.announce(woken)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -64,6 +101,7 @@ class Store:
                 records = self.log.append(events, ready.queues)
                 self.tables.save(ready.writes, records[0].seq - 1)
                 self.tables.bump(ready.deltas)
+                self.log.wake_after_commit(_woken(ready.changed, ready.before))
                 ready.update(held, records[0].seq - 1)  # type: ignore[arg-type]
                 return records
             rows: dict[int, JobRow] = {}
@@ -76,7 +114,42 @@ class Store:
                     held.pop(job_id, None)
         return records
 
-    def transact(self, select: Select, decide: Decide) -> list[JobRow]:
+    # -- named operations: each one transaction that picks jobs and appends events for them ----
+
+    def claim(self, queues: Sequence[str], now: float, limit: int,
+              lease: Decide) -> list[JobRow]:
+        """Lease up to ``limit`` jobs of ``queues`` that are ready at ``now`` (an earlier queue
+        first; within a queue by priority, then dispatch order): ``lease`` gives each picked
+        row's events (its ``JobLeased``). Returns the rows as leased."""
+        def ready(tables: SqliteTables) -> list[JobRow]:
+            got: list[JobRow] = []
+            for q in queues:
+                got += tables.ready(q, now, limit - len(got))
+                if len(got) >= limit:
+                    break
+            return got
+
+        return self._transact(ready, lease)
+
+    def settle_expired(self, now: float, settle: Decide, limit: int = 1000) -> list[JobRow]:
+        """For up to ``limit`` held jobs whose lease ran out before ``now``, append the events
+        ``settle`` gives (``LeaseExpired`` and what follows). Returns the rows afterwards."""
+        return self._transact(lambda t: t.expired(now, limit), settle)
+
+    def change(self, decide: Decide, *, job_id: int | None = None,
+               states: Sequence[str] = (), queue: str | None = None) -> list[JobRow]:
+        """For the job ``job_id`` (if it is in one of ``states``), or for every job in
+        ``states`` (of ``queue``), append the events ``decide`` gives: operators' commands.
+        Returns the rows changed, as they are afterwards."""
+        def pick(tables: SqliteTables) -> list[JobRow]:
+            if job_id is None:
+                return tables.find(states=states, queue=queue, limit=2**62)
+            row = tables.get(job_id)
+            return [row] if row is not None and (not states or row.state in states) else []
+
+        return self._transact(pick, decide)
+
+    def _transact(self, select: Select, decide: Decide) -> list[JobRow]:
         """In one transaction: pick rows, append the events ``decide`` returns for each, apply
         them. Returns the picked rows as they are afterwards (in pick order)."""
         with self.log.transaction():
@@ -101,6 +174,7 @@ class Store:
         changed, removed = _apply_all(records, rows, deltas)
         self.tables.save(row_writes(changed.values(), removed, before))
         self.tables.bump(deltas)
+        self.log.wake_after_commit(_woken(changed, before))
         self.workers.record(worker_events(records))
         return records
 
@@ -134,6 +208,8 @@ class Store:
         for label, a, b, key in (("job", mine[0], theirs[0], ("id",)),
                                  ("counts", _nonzero(mine[1]), _nonzero(theirs[1]),
                                   ("queue", "name")),
+                                 ("minute", _nonzero(mine[2], 3), _nonzero(theirs[2], 3),
+                                  ("minute", "queue", "name")),
                                  ("worker", self.workers.all(), other.workers.all(), ("name",))):
             left = {tuple(getattr(r, k) for k in key): r for r in a}
             right = {tuple(getattr(r, k) for k in key): r for r in b}
@@ -200,8 +276,48 @@ def _apply_all(records: Iterable[Record], rows: dict[int, JobRow],
     return changed, removed
 
 
-def _nonzero(counts: list[Counts]) -> list[Counts]:
-    return [c for c in counts if any(getattr(c, f) for f in c.__struct_fields__[2:])]
+def _woken(changed: dict[int, JobRow], before: Mapping[int, JobRow]) -> set[str]:
+    """The queues in which these changes made a job ready, or due sooner."""
+    out: set[str] = set()
+    for job_id, row in changed.items():
+        old = before.get(job_id)
+        if row.state == PENDING and (old is None or old.state != PENDING
+                                     or row.run_at < old.run_at):
+            out.add(row.queue)
+    return out
+
+
+class _LocalWatch:
+    def __init__(self, queues: frozenset[str] | None, on_change: Callable[[], None]) -> None:
+        self.queues = queues
+        self.on_change = on_change
+
+
+class Watch:
+    """What :meth:`Store.watch` returns: ``close()`` it when done. ``disarm()`` lets a busy
+    watcher skip the wake-ups of other processes until ``arm()``, which reports one at once if
+    any came meanwhile."""
+
+    def __init__(self, close_local: Callable[[], None], files: FileWatcher | None) -> None:
+        self._close_local = close_local
+        self._files = files
+
+    def arm(self) -> None:
+        if self._files is not None:
+            self._files.arm()
+
+    def disarm(self) -> None:
+        if self._files is not None:
+            self._files.disarm()
+
+    def close(self) -> None:
+        self._close_local()
+        if self._files is not None:
+            self._files.close()
+
+
+def _nonzero(counts: Sequence[_C], key: int = 2) -> list[_C]:
+    return [c for c in counts if any(getattr(c, f) for f in c.__struct_fields__[key:])]
 
 
 def sqlite_path(url: str) -> str:
@@ -216,25 +332,48 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+StoreFactory = Callable[[str, dict[str, str]], Store]
+"""Opens the store of a URL, given the URL and its query options."""
+
+_FACTORIES: dict[str, tuple[StoreFactory, str]] = {}
+
+
+def register_store(scheme: str, factory: StoreFactory, example: str) -> None:
+    """Make :func:`open_store` open URLs of ``scheme`` with ``factory`` (``example`` is shown to
+    a user who names an unknown scheme)."""
+    _FACTORIES[scheme] = (factory, example)
+
+
 def open_store(url: str) -> Store:
-    """Open the store a URL names: ``sqlite:///path`` (``?synchronous=FULL``), ``memory://``,
-    or a plain file path."""
+    """Open the store a URL names (``sqlite:///path``, ``memory://``, or a plain file path)."""
     if "://" not in url:
         url = "sqlite:///" + url
     parts = urlsplit(url)
-    options = dict(parse_qsl(parts.query))
-    if parts.scheme == "memory":
-        return Store(SqliteLog(":memory:"), url)
-    if parts.scheme == "sqlite":
-        path = sqlite_path(url)
-        unknown = options.keys() - {"synchronous", "busy_timeout"}
-        if unknown:
-            raise ConfigError(f"{url!r}: unknown option {', '.join(sorted(unknown))}")
-        try:
-            busy = float(options.get("busy_timeout", 5.0))
-        except ValueError:
-            raise ConfigError(f"{url!r}: busy_timeout must be a number of seconds") from None
-        return Store(SqliteLog(path, synchronous=options.get("synchronous", "NORMAL"),
-                               busy_timeout=busy), url)
-    raise ConfigError(f"unknown store URL scheme {parts.scheme!r} in {url!r}: "
-                      "use sqlite:///path/to/evq.db or memory://")
+    found = _FACTORIES.get(parts.scheme)
+    if found is None:
+        examples = " or ".join(e for _, e in _FACTORIES.values())
+        raise ConfigError(f"unknown store URL scheme {parts.scheme!r} in {url!r}: use {examples}")
+    return found[0](url, dict(parse_qsl(parts.query)))
+
+
+def _open_memory(url: str, options: dict[str, str]) -> Store:
+    if options:
+        raise ConfigError(f"{url!r}: unknown option {', '.join(sorted(options))}")
+    return Store(SqliteLog(":memory:"), url)
+
+
+def _open_sqlite(url: str, options: dict[str, str]) -> Store:
+    path = sqlite_path(url)
+    unknown = options.keys() - {"synchronous", "busy_timeout"}
+    if unknown:
+        raise ConfigError(f"{url!r}: unknown option {', '.join(sorted(unknown))}")
+    try:
+        busy = float(options.get("busy_timeout", 5.0))
+    except ValueError:
+        raise ConfigError(f"{url!r}: busy_timeout must be a number of seconds") from None
+    return Store(SqliteLog(path, synchronous=options.get("synchronous", "NORMAL"),
+                           busy_timeout=busy), url)
+
+
+register_store("sqlite", _open_sqlite, "sqlite:///path/to/evq.db")
+register_store("memory", _open_memory, "memory://")

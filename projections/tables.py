@@ -22,6 +22,7 @@ from .model import (
     FAILED,
     HELD,
     JOB_COLUMNS,
+    MINUTE_COLUMNS,
     PENDING,
     QUEUE_COLUMNS,
     TYPE_COLUMNS,
@@ -29,6 +30,7 @@ from .model import (
     Counts,
     JobRow,
     JobTypeStats,
+    MinuteCounts,
     QueueCounts,
 )
 
@@ -43,12 +45,16 @@ DELAYED = f"state = '{PENDING}' AND run_at > dispatched_at"  # dispatched with a
 HELD_NOW = f"state IN ({', '.join(repr(s) for s in HELD)})"
 STOPPED = f"state IN ('{FAILED}', '{CANCELLED}')"
 
+LINKS_INDEX = "jobs_replays"
+
 INDEXES = f"""
 -- claim order within a queue: priority, then dispatch order (ids are time-ordered)
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(queue, priority DESC, id, run_at) WHERE {READY};
 CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs(queue, run_at) WHERE {DELAYED};
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE {HELD_NOW};
 CREATE INDEX IF NOT EXISTS jobs_stopped ON jobs(state, id) WHERE {STOPPED};
+-- the copies of a job (evq replay --redispatch): jobs that are not copies have no entry
+CREATE INDEX IF NOT EXISTS {LINKS_INDEX} ON jobs(replay_of) WHERE replay_of IS NOT NULL;
 """
 
 # For find(): the partial index that covers a set of states, and its condition.
@@ -66,11 +72,17 @@ def _update_sql(columns: tuple[int, ...]) -> str:
             "WHERE id = ?")
 
 
-_TOTALS = COUNT_COLUMNS[2:]
+def _bump_sql(table: str, columns: Sequence[str], key: int) -> str:
+    """An upsert that adds to the totals (the columns after the ``key`` first ones)."""
+    return (f"INSERT INTO {table}({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT({', '.join(columns[:key])}) DO UPDATE SET "
+            + ", ".join(f"{f} = {table}.{f} + excluded.{f}" for f in columns[key:]))
+
+
+_TOTALS, _MINUTE_TOTALS = COUNT_COLUMNS[2:], MINUTE_COLUMNS[3:]
 _ZEROS = (0,) * len(_TOTALS)
-_BUMP = (f"INSERT INTO counts({', '.join(COUNT_COLUMNS)}) "
-         f"VALUES ({', '.join('?' * len(COUNT_COLUMNS))}) ON CONFLICT(queue, name) DO UPDATE SET "
-         + ", ".join(f"{f} = {f} + excluded.{f}" for f in _TOTALS))
+_BUMP, _BUMP_MINUTE = _bump_sql("counts", COUNT_COLUMNS, 2), _bump_sql("minutes", MINUTE_COLUMNS, 3)
 
 
 def _view(name: str, key: str, columns: Sequence[str]) -> str:
@@ -134,6 +146,8 @@ class SqliteTables:
         db = sqlite_utils.Database(conn)
         db.table("jobs").create(_columns(JobRow), pk="id", if_not_exists=True)
         db.table("counts").create(_columns(Counts), pk=("queue", "name"), if_not_exists=True)
+        db.table("minutes").create(_columns(MinuteCounts), pk=("minute", "queue", "name"),
+                                   if_not_exists=True)
         run_script(conn, INDEXES)
         run_script(conn, VIEWS)
 
@@ -144,7 +158,7 @@ class SqliteTables:
         found: dict[int, JobRow] = {}
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            for t in self.log.conn.execute(
+            for t in self.log.execute(
                     f"SELECT {_COLS} FROM jobs WHERE id IN ({','.join('?' * len(part))})", part):
                 found[t[0]] = JobRow(*t)
         return found
@@ -152,7 +166,7 @@ class SqliteTables:
     def save(self, writes: RowWrites, seq_base: int = 0) -> None:
         """Write what :func:`row_writes` worked out; ``seq_base`` is added to every row's
         ``last_seq`` (for rows derived before their events had positions)."""
-        conn = self.log.conn
+        log = self.log
         if seq_base:
             for row in writes.inserts:
                 row[-1] += seq_base
@@ -160,11 +174,11 @@ class SqliteTables:
                 for row in values:
                     row[-2] += seq_base
         if writes.inserts:
-            conn.executemany(_INSERT_JOB, writes.inserts)
+            log.executemany(_INSERT_JOB, writes.inserts)
         for columns, values in writes.updates.items():
-            conn.executemany(_update_sql(columns), values)
+            log.executemany(_update_sql(columns), values)
         if writes.removed:
-            conn.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in writes.removed])
+            log.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in writes.removed])
 
     def versions(self, ids: Iterable[int]) -> dict[int, int]:
         """The ``last_seq`` of each of these jobs that has a row: a row changes only with it."""
@@ -172,22 +186,23 @@ class SqliteTables:
         found: dict[int, int] = {}
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            found.update(self.log.conn.execute(
+            found.update(self.log.execute(
                 f"SELECT id, last_seq FROM jobs WHERE id IN ({','.join('?' * len(part))})", part))
         return found
 
     def bump(self, deltas: Deltas) -> None:
-        if deltas.counts:
-            self.log.conn.executemany(_BUMP, [
-                (q, n, *map(d.get, _TOTALS, _ZEROS)) for (q, n), d in deltas.counts.items()])
+        for sql, totals, changes in ((_BUMP, _TOTALS, deltas.counts),
+                                     (_BUMP_MINUTE, _MINUTE_TOTALS, deltas.minutes)):
+            if changes:
+                self.log.executemany(sql, [(*key, *map(d.get, totals, _ZEROS))
+                                                for key, d in changes.items()])
 
     # -- reads ---------------------------------------------------------------------------------
 
     def _rows(self, where: str, params: Sequence[object], tail: str = "",
               index: str | None = None) -> list[JobRow]:
-        using = f" INDEXED BY {index}" if index else ""
         return [JobRow(*t) for t in self.log.read_rows(
-            f"SELECT {_COLS} FROM jobs{using} WHERE {where} {tail}", params)]
+            f"SELECT {_COLS} FROM jobs{self.log.index_hint(index)} WHERE {where} {tail}", params)]
 
     def ready(self, queue: str, now: float, limit: int) -> list[JobRow]:
         """Jobs of ``queue`` that may be claimed now, in claim order."""
@@ -257,7 +272,13 @@ class SqliteTables:
         return [Counts(*t) for t in self.log.read_rows(
             f"SELECT {', '.join(COUNT_COLUMNS)} FROM counts ORDER BY queue, name")]
 
-    def dump(self) -> tuple[list[JobRow], list[Counts]]:
+    def minutes(self, since: float) -> list[MinuteCounts]:
+        """The per-minute outcome counts of the minutes that end after ``since``."""
+        return [MinuteCounts(*t) for t in self.log.read_rows(
+            f"SELECT {', '.join(MINUTE_COLUMNS)} FROM minutes WHERE minute > ? "
+            "ORDER BY minute, queue, name", (since - 60,))]
+
+    def dump(self) -> tuple[list[JobRow], list[Counts], list[MinuteCounts]]:
         """Every row of every projection table, in key order: what a rebuild must reproduce."""
-        return self._rows("1", (), "ORDER BY id"), self.counts()
+        return self._rows("1", (), "ORDER BY id"), self.counts(), self.minutes(float("-inf"))
 

@@ -20,8 +20,9 @@ from .model import WORKER_COLUMNS, WorkerRow
 from .tables import HELD_NOW
 
 _COLS = ", ".join(WORKER_COLUMNS)
-_UPSERT = (f"INSERT OR REPLACE INTO workers({_COLS}) "
-           f"VALUES ({', '.join('?' * len(WORKER_COLUMNS))})")
+_UPSERT = (f"INSERT INTO workers({_COLS}) VALUES ({', '.join('?' * len(WORKER_COLUMNS))}) "
+           "ON CONFLICT(name) DO UPDATE SET "
+           + ", ".join(f"{c} = excluded.{c}" for c in WORKER_COLUMNS[1:]))
 
 DDL = """
 CREATE TABLE IF NOT EXISTS workers (
@@ -63,7 +64,7 @@ class WorkerTable:
             f"name IN ({','.join('?' * len(names))})", names)}
         for e in events:
             rows[e.worker] = apply_worker(rows.get(e.worker), e)
-        self.log.conn.executemany(_UPSERT, [msgspec.structs.astuple(r) for r in rows.values()])
+        self.log.executemany(_UPSERT, [msgspec.structs.astuple(r) for r in rows.values()])
 
     def _rows(self, where: str, params: Iterable[object] = ()) -> list[WorkerRow]:
         return [WorkerRow(*t) for t in self.log.read_rows(

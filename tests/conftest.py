@@ -44,7 +44,7 @@ def queue(store_url: str) -> Iterator[evq.Queue]:
 def second_connection(queue: evq.Queue) -> Iterator[evq.Queue]:
     """Another connection to the same store: a second ``connect`` for a file, the same queue for
     an in-memory store (which only one connection can see)."""
-    if queue.store.path is None:
+    if not queue.store.shared:
         yield queue
         return
     other = evq.connect(queue.url)

@@ -213,6 +213,14 @@ GOOD_ARGS = '{"a": 1, "b": 2}'
                  id="delay-not-a-number"),
     pytest.param(["CliAdd", "--json", GOOD_ARGS, "--delay", "-1"], [],
                  id="negative-delay"),
+    pytest.param(["CliAdd", "--json", GOOD_ARGS, "--delay", "1e308"], ["delay", "9999"],
+                 id="delay-past-9999"),
+    pytest.param(["CliAdd", "--json", GOOD_ARGS, "--priority", str(2**63)], ["64 bits"],
+                 id="priority-over-64-bits"),
+    pytest.param(["CliAdd", "--json", GOOD_ARGS, "--queue", "a,b"], ["printable", "'a,b'"],
+                 id="queue-with-comma"),
+    pytest.param(["CliAdd", "--json", '{"a": ' + "[" * 2000 + "]" * 2000 + ', "b": 1}'],
+                 ["nested"], id="nested-2000-deep"),
 ])
 def test_dispatch_bad_input_is_one_line_and_appends_nothing(
         cli: Cli, q: evq.Queue, db: Path, args: list[str], fragments: list[str]) -> None:

@@ -34,6 +34,7 @@ from evq.eventlog.events import (
     JobStarted,
     JobSucceeded,
     LeaseExpired,
+    WorkerHeartbeat,
 )
 from evq.workers.retry import after_failure
 
@@ -42,11 +43,11 @@ from evq.workers.retry import after_failure
 
 def claim(q: evq.Queue, now: float | None = None, limit: int = 100,
           queues: tuple[str, ...] = ("default",)) -> list[evq.JobRow]:
-    """Claim ready jobs as a worker does (``Worker._claim``), at time ``now``; returns the rows
-    leased, in claim order."""
-    w = q.worker(queues=list(queues))
-    w._claim(limit, time.time() if now is None else now)
-    return list(w._todo)
+    """Claim ready jobs through the store's claim operation, at time ``now``, with a 30 s lease;
+    returns the rows leased, in claim order."""
+    at = time.time() if now is None else now
+    return q.store.claim(queues, at, limit, lambda r: [JobLeased(
+        job_id=r.id, ts=at, worker="claimer", attempt=r.attempt + 1, lease_expires=at + 30)])
 
 
 def start(q: evq.Queue, job_id: int) -> None:
@@ -200,8 +201,17 @@ def test_invalid_delay_is_refused(queue: evq.Queue) -> None:
 
 @pytest.mark.parametrize("options", [
     {"priority": "high"}, {"priority": 1.5}, {"queue": 123}, {"at": float("nan")},
-    {"delay": float("inf")}, {"at": "tomorrow"}],
-    ids=["priority-str", "priority-float", "queue-int", "at-nan", "delay-inf", "at-str"])
+    {"delay": float("inf")}, {"at": "tomorrow"},
+    # what cannot be stored and shown: times outside 1970..9999, 65-bit priorities
+    {"at": datetime(1, 1, 1)}, {"at": -1e12}, {"at": 1e20}, {"at": 0}, {"delay": 1e12},
+    {"delay": 1e300}, {"priority": 2**63}, {"priority": -(2**63) - 1},
+    # queue names a worker could not name (evq work --queues splits on commas, strips spaces)
+    {"queue": "a,b"}, {"queue": " padded "}, {"queue": "bell\x07"}, {"queue": ""},
+    {"queue": "q" * 101}],
+    ids=["priority-str", "priority-float", "queue-int", "at-nan", "delay-inf", "at-str",
+         "at-year-1", "at-negative", "at-1e20", "at-0", "delay-1e12", "delay-1e300",
+         "priority-2**63", "priority-below-int64", "queue-comma", "queue-padded",
+         "queue-control", "queue-empty", "queue-long"])
 def test_bad_dispatch_options_are_refused_before_the_log(queue: evq.Queue,
                                                          options: dict[str, Any]) -> None:
     queue.dispatch(Noop())
@@ -212,6 +222,52 @@ def test_bad_dispatch_options_are_refused_before_the_log(queue: evq.Queue,
         assert queue.store.log.last_seq() == before
     finally:
         list(queue.events())  # whatever happened, the log must stay readable
+
+
+class Carry(evq.Job):
+    job_name = "contract.carry"
+
+    value: Any = None
+
+
+def nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [65, 1000, 5000])
+def test_arguments_nested_too_deeply_are_refused(queue: evq.Queue, depth: int) -> None:
+    before = queue.store.log.last_seq()
+    with pytest.raises(InvalidArguments, match="nested"):
+        queue.dispatch(Carry(value=nested(depth)))
+    text = b'{"value": ' + b"[" * depth + b"0" + b"]" * depth + b"}"
+    with pytest.raises(InvalidArguments, match="nested"):
+        queue.dispatch_json("contract.carry", text)
+    assert queue.store.log.last_seq() == before
+
+
+def test_arguments_over_10_mb_are_refused(queue: evq.Queue) -> None:
+    before = queue.store.log.last_seq()
+    with pytest.raises(InvalidArguments, match="bytes"):
+        queue.dispatch(Carry(value="x" * (10 * 1024 * 1024)))
+    assert queue.store.log.last_seq() == before
+
+
+def test_arguments_at_the_bounds_are_accepted(queue: evq.Queue) -> None:
+    wide = [{"a": [1, {"b": 2}]} for _ in range(1000)]  # many brackets, little depth
+    for value in (nested(63), wide, "[[[[" * 100):
+        job_id = queue.dispatch(Carry(value=value))
+        assert msgspec.json.decode(queue.job(job_id).payload) == {"value": value}
+
+
+def test_a_name_a_worker_cannot_name_is_refused_at_class_definition() -> None:
+    for attrs in ({"queue": "a,b"}, {"job_name": " x"}, {"job_name": "tab\there"}):
+        with pytest.raises(ConfigError, match="printable"):
+            type("BadName", (evq.Job,), {**attrs, "job_name": attrs.get("job_name", "ok.x")})
+    with pytest.raises(ConfigError, match="printable"):
+        evq.job(name="a,b")(lambda: None)
 
 
 def test_bad_class_configuration_is_refused_before_the_log(queue: evq.Queue) -> None:
@@ -266,7 +322,7 @@ def test_claim_leases_with_the_next_attempt(queue: evq.Queue) -> None:
 
 def test_two_claimers_never_get_the_same_job(queue: evq.Queue) -> None:
     ids = set(queue.dispatch_many([Noop(n=i) for i in range(200)]))
-    if queue.store.path is None:  # one in-memory store: claimers can only take turns
+    if not queue.store.shared:  # one in-memory store: claimers can only take turns
         first = claim(queue, limit=70)
         second = claim(queue, limit=1000)
         claimed = [r.id for r in first + second]
@@ -582,3 +638,27 @@ def test_sqlite_store_is_shared_between_connections(tmp_path: Any) -> None:
 def test_unknown_job_name_is_refused_at_dispatch_json(queue: evq.Queue) -> None:
     with pytest.raises(UnknownJob, match=r"core\.nope"):
         queue.dispatch_json("core.nope", "{}")
+
+
+def test_watchers_are_woken_when_work_appears_in_their_queues_only(
+        queue: evq.Queue, second_connection: evq.Queue) -> None:
+    """Idle workers are woken by work in their queues, from this process or another; commits
+    that make nothing ready (claims, heartbeats, outcomes) and work in other queues wake none."""
+    woken = threading.Event()
+    watch = second_connection.store.watch(["default"], woken.set)
+    try:
+        queue.dispatch(Noop(), queue="other")
+        queue.append([WorkerHeartbeat(ts=time.time(), worker="w", done=0)])
+        [row] = claim(queue, queues=("other",))
+        assert not woken.wait(0.3)
+        queue.dispatch(Noop())
+        assert woken.wait(5.0)
+        woken.clear()
+        [row] = claim(queue)
+        start(queue, row.id)
+        succeed(queue, row.id)
+        assert not woken.wait(0.3)
+        queue.dispatch(Noop(), delay=60)  # due later: an idle worker sets its timer by it
+        assert woken.wait(5.0)
+    finally:
+        watch.close()

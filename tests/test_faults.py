@@ -125,6 +125,35 @@ def test_kill_9_of_a_worker_loses_no_job(url: str, db: Path, q: evq.Queue,
           f"all done {recovered:.2f}s after the kill (lease 1s)")
 
 
+def test_jobs_claimed_but_not_started_by_a_killed_worker_use_no_attempt(
+        url: str, db: Path, q: evq.Queue, spawn: Callable[..., Evq]) -> None:
+    """tries=1: the job that was running when its worker died has used its one attempt; the
+    ones it had claimed but not started have not, and succeed on the next worker."""
+    quick = q.dispatch_many([CliSleep(seconds=0.001) for _ in range(5)])
+    long = q.dispatch(CliSleep(seconds=60))
+    quick += q.dispatch_many([CliSleep(seconds=0.001) for _ in range(30)])
+    first = spawn(url, "work", "--app", APP, "-c", "1", "--lease", "1", "--sleep", "0.1")
+    wait_until(lambda: q.job(long).state == "running" and q.jobs("running", limit=100)[1:],
+               what="the long job to run while the worker holds more")
+    first.proc.kill()
+    assert first.wait(10) == -signal.SIGKILL
+    unstarted = [j.id for j in q.jobs("running", limit=100) if j.state == "leased"]
+    assert unstarted, "the killed worker held no unstarted job"
+    second = spawn(url, "work", "--app", APP, "-c", "4", "--lease", "1", "--sleep", "0.1")
+    wait_until(lambda: q.job(long).state == "failed" and q.size() == 0
+               and not q.jobs("running", limit=1), what="the lost leases to be settled")
+    second.signal(signal.SIGTERM)
+    assert second.wait(15) == 0, second.stderr
+    assert q.job(long).error_type == "WorkerLost"
+    for job in quick:
+        row = q.job(job)
+        assert (row.state, row.failures) == ("succeeded", 0), row
+    for job in unstarted:
+        kinds = [r.event.__struct_config__.tag for r in q.history(job)]
+        assert "LeaseExpired" in kinds and "JobFailed" not in kinds and "JobDead" not in kinds
+    verify(url, db)
+
+
 def test_kill_9_in_a_bulk_dispatch_writes_all_or_none(url: str, db: Path, q: evq.Queue,
                                                       reaped: list[Any]) -> None:
     batch = 5000

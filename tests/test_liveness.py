@@ -15,9 +15,10 @@ from jobs import GATES, Add, Held
 import evq
 from evq import health
 from evq.eventlog.events import (
+    JobFailed,
     JobLeased,
+    JobStarted,
     JobSucceeded,
-    LeaseExpired,
     WorkerHeartbeat,
     WorkerStarted,
     WorkerStopped,
@@ -75,8 +76,11 @@ def test_health_thresholds(queue: evq.Queue) -> None:
     events: list[Any] = []
     for n, i in enumerate(ids):
         events.append(JobLeased(job_id=i, ts=now, worker="w", attempt=1, lease_expires=now))
+        events.append(JobStarted(job_id=i, ts=now, worker="w", attempt=1))
         events.append(JobSucceeded(job_id=i, ts=now, attempt=1, duration=0.0) if n else
-                      LeaseExpired(job_id=i, ts=now, attempt=1, worker="w"))
+                      JobFailed(job_id=i, ts=now, attempt=1, error_type="E", message="m"))
+    # outcomes under a stale lease are in the log but change nothing: health ignores them too
+    events += [JobFailed(job_id=i, ts=now, attempt=7, error_type="E", message="m") for i in ids]
     queue.append(events)
     report = queue.health(now=now + 1, max_failure_rate=0.2)
     assert report.status == "degraded" and "25.0% of 4 attempts" in report.checks[3].detail
@@ -183,3 +187,24 @@ def test_evq_workers_and_health_commands(tmp_path: Any) -> None:
     assert gone.exit_code == 2 and json.loads(gone.stdout)["status"] == "unhealthy"
     bad = evq_cli("--url", url, "health", "--max-failure-rate", "2")
     assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_a_store_of_schema_version_2_gets_its_minutes_derived_from_the_log(
+        tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/old.db"
+    q = evq.connect(url)
+    now = time.time()
+    [i] = q.dispatch_many([Add(a=1, b=1)])
+    q.append([JobLeased(job_id=i, ts=now, worker="w", attempt=1, lease_expires=now + 30),
+              JobStarted(job_id=i, ts=now, worker="w", attempt=1),
+              JobFailed(job_id=i, ts=now, attempt=1, error_type="E", message="m")])
+    with q.store.log.transaction() as conn:  # as evq 0.1 with the workers table left it
+        conn.execute("DROP TABLE minutes")
+        conn.execute("PRAGMA user_version=2")
+    q.close()
+    q = evq.connect(url)
+    try:
+        assert [(m.failures, m.successes) for m in q.store.tables.minutes(now - 60)] == [(1, 0)]
+        assert q.store.verify() == []
+    finally:
+        q.close()

@@ -41,7 +41,7 @@ from evq.eventlog.events import (
 from evq.projections.apply import Deltas, apply, apply_worker
 from evq.projections.model import JobRow
 from evq.projections.store import Store, open_store
-from evq.workers.retry import after_failure
+from evq.workers.retry import after_failure, after_lease_expired
 
 T0 = 1_000.0
 
@@ -168,10 +168,30 @@ def test_timed_out() -> None:
 
 
 def test_lease_expired_names_the_lost_worker() -> None:
-    row = apply(leased(), LeaseExpired(job_id=7, ts=T0 + 40, attempt=1, worker="w"), 3)
+    row = apply(running(), LeaseExpired(job_id=7, ts=T0 + 40, attempt=1, worker="w"), 4)
     assert row is not None
     assert (row.failures, row.error_type) == (1, "WorkerLost")
     assert "w" in (row.error or "")
+
+
+def test_a_lease_that_expired_before_its_job_started_uses_no_attempt() -> None:
+    expired = LeaseExpired(job_id=7, ts=T0 + 40, attempt=1, worker="w")
+    row = apply(leased(), expired, 3)
+    assert row is not None
+    assert (row.state, row.failures, row.worker, row.lease_expires, row.error_type) == (
+        "pending", 0, None, None, None)
+    assert after_lease_expired(leased(), T0 + 40) == [expired]  # no retry decision follows
+    deltas = Deltas()
+    deltas.add(leased(), row, expired)
+    assert deltas.counts["q", "n"] == {"leased": -1, "pending": 1}
+    assert not deltas.minutes  # not an attempt that ended
+
+
+def test_started_wait_counts_from_dispatch_when_run_at_lies_before_it() -> None:
+    row = through(dispatched(run_at=T0 - 10**6), JobLeased(job_id=7, ts=T0, worker="w",
+                                                           attempt=1, lease_expires=T0 + 30),
+                  JobStarted(job_id=7, ts=T0 + 1, attempt=1))
+    assert row is not None and row.wait == 1.0
 
 
 def test_retry_scheduled_makes_the_job_pending_again() -> None:
@@ -428,7 +448,7 @@ class Driver:
         now = self.tick(op.ahead)
         self.workers += 1
         worker = f"w{self.workers}"
-        self.store.transact(lambda t: t.ready(op.queue, now, op.limit), lambda r: [JobLeased(
+        self.store.claim([op.queue], now, op.limit, lambda r: [JobLeased(
             job_id=r.id, ts=now, worker=worker, attempt=r.attempt + 1,
             lease_expires=now + LEASE)])
 
@@ -475,9 +495,7 @@ class Driver:
 
     def op_expire(self, op: Op) -> None:
         now = self.tick(op.ahead)
-        self.store.transact(lambda t: t.expired(now), lambda row: [
-            LeaseExpired(job_id=row.id, ts=now, attempt=row.attempt, worker=row.worker or ""),
-            after_failure(row, now)])
+        self.store.settle_expired(now, lambda row: after_lease_expired(row, now))
 
     def op_cancel(self, op: Op) -> None:
         if row := self._held(op.index, "pending"):

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from evq.workers.wake import FileWatcher
+from evq.eventlog.wake import FileWatcher, ReadySignals, database_watcher
 
 
 def _no_inotify(self: FileWatcher) -> None:
-    raise ImportError("inotify disabled by the test")
+    return None  # as where inotify cannot be had
 
 
 @pytest.fixture(params=["inotify", "watchfiles"])
 def watcher_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "watchfiles":
-        monkeypatch.setattr(FileWatcher, "_watch_inotify", _no_inotify)
+        monkeypatch.setattr(FileWatcher, "_open_inotify", _no_inotify)
     return str(request.param)
 
 
 def test_a_write_to_the_wal_is_reported(tmp_path: Path, watcher_kind: str) -> None:
     db = tmp_path / "evq.db"
     changed = threading.Event()
-    watcher = FileWatcher(str(db), changed.set)
+    watcher = database_watcher(str(db), changed.set)
     try:
         for _ in range(50):  # until the watch is set up; each write is a change
             (tmp_path / "evq.db-wal").write_bytes(b"frame")
@@ -38,7 +39,7 @@ def test_a_write_to_the_wal_is_reported(tmp_path: Path, watcher_kind: str) -> No
 def test_other_files_are_not_reported(tmp_path: Path, watcher_kind: str) -> None:
     db = tmp_path / "evq.db"
     changed = threading.Event()
-    watcher = FileWatcher(str(db), changed.set)
+    watcher = database_watcher(str(db), changed.set)
     try:
         for i in range(5):
             (tmp_path / f"other-{i}.txt").write_bytes(b"x")
@@ -57,7 +58,7 @@ def test_disarmed_it_reports_a_burst_once_at_most_and_nothing_is_lost(
         calls.append(1)
         changed.set()
 
-    watcher = FileWatcher(str(db), on_change)
+    watcher = database_watcher(str(db), on_change)
     try:
         for _ in range(50):  # armed as it starts: wait until it reports at all
             db.write_bytes(b"a")
@@ -78,5 +79,37 @@ def test_disarmed_it_reports_a_burst_once_at_most_and_nothing_is_lost(
         if during == before:  # not reported yet: arming reports it
             assert changed.wait(5.0)
         assert len(calls) >= before + 1
+    finally:
+        watcher.close()
+
+
+def test_a_queue_signal_wakes_the_watchers_of_that_queue_only(
+        tmp_path: Path, watcher_kind: str) -> None:
+    signals = ReadySignals(str(tmp_path / "evq.db"))
+    mine, other = threading.Event(), threading.Event()
+    watchers = [signals.watch(["emails", "default"], mine.set),
+                signals.watch(["reports"], other.set)]
+    try:
+        for _ in range(50):  # watchfiles starts watching a moment later: signal until seen
+            signals.announce(["emails"])
+            if mine.wait(0.1):
+                break
+        assert mine.is_set()
+        assert not other.wait(0.3)
+        signals.announce(["reports"])
+        assert other.wait(5.0)
+    finally:
+        for w in watchers:
+            w.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="inotify is Linux's")
+def test_with_inotify_a_signal_right_after_the_watch_starts_is_seen(tmp_path: Path) -> None:
+    signals = ReadySignals(str(tmp_path / "evq.db"))
+    seen = threading.Event()
+    watcher = signals.watch(["default"], seen.set)
+    try:
+        signals.announce(["default"])  # no retry: the watch is in place already
+        assert seen.wait(5.0)
     finally:
         watcher.close()

@@ -332,19 +332,25 @@ def test_a_running_job_keeps_its_lease_by_heartbeat(queue: evq.Queue, key: str,
     assert queue.job(job_id).attempt == 1
 
 
-def test_an_expired_lease_of_a_dead_worker_is_settled(queue: evq.Queue, key: str) -> None:
+@pytest.mark.parametrize("started", [True, False])
+def test_an_expired_lease_of_a_dead_worker_is_settled(queue: evq.Queue, key: str,
+                                                      started: bool) -> None:
     job_id = queue.dispatch(Retrying(key=key))
     now = time.time()
     queue.append([JobLeased(job_id=job_id, ts=now - 100, worker="dead-worker", attempt=1,
                             lease_expires=now - 50)])
-    assert (queue.job(job_id).state, queue.job(job_id).worker) == ("leased", "dead-worker")
+    if started:
+        queue.append([JobStarted(job_id=job_id, ts=now - 99, worker="dead-worker", attempt=1)])
+    assert queue.job(job_id).worker == "dead-worker"
     assert queue.worker(stop_when_empty=True).run() == 1
+    # a job that had started has used an attempt; one that had not goes back as it was
+    retry = ["JobRetryScheduled"] if started else []
     assert event_types(queue, job_id) == [
-        "JobDispatched", "JobLeased", "LeaseExpired", "JobRetryScheduled", "JobLeased",
-        "JobStarted", "JobSucceeded"]
+        "JobDispatched", "JobLeased", *(["JobStarted"] if started else []), "LeaseExpired",
+        *retry, "JobLeased", "JobStarted", "JobSucceeded"]
     assert event_of(queue, job_id, LeaseExpired).worker == "dead-worker"
     row = queue.job(job_id)
-    assert (row.state, row.attempt, row.failures) == ("succeeded", 2, 1)
+    assert (row.state, row.attempt, row.failures) == ("succeeded", 2, int(started))
     assert CALLS[key] == ["ran"]
     assert queue.store.verify() == []
 

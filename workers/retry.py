@@ -6,8 +6,8 @@ import json
 from collections.abc import Sequence
 
 from evq.eventlog.errors import ConfigError
-from evq.eventlog.events import JobDead, JobRetryScheduled
-from evq.projections.model import JobRow
+from evq.eventlog.events import Event, JobDead, JobRetryScheduled, LeaseExpired
+from evq.projections.model import RUNNING, JobRow
 
 BackoffSpec = float | Sequence[float] | str | tuple[str, float]
 
@@ -59,3 +59,10 @@ def after_failure(row: JobRow, now: float, *, final: bool = False
     delays = json.loads(row.backoff)
     wait = delays[min(failures - 1, len(delays) - 1)] if delays else 0.0
     return JobRetryScheduled(job_id=row.id, ts=now, attempt=row.attempt, run_at=now + wait)
+
+
+def after_lease_expired(row: JobRow, now: float) -> list[Event]:
+    """What settles the expired lease of ``row``: ``LeaseExpired``, and if its job had started,
+    the decision after that failed attempt (a job that never started goes back to pending)."""
+    expired = LeaseExpired(job_id=row.id, ts=now, attempt=row.attempt, worker=row.worker or "")
+    return [expired, after_failure(row, now)] if row.state == RUNNING else [expired]

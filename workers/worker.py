@@ -33,7 +33,6 @@ from evq.eventlog.events import (
     Event,
     JobLeased,
     JobStarted,
-    LeaseExpired,
     LeaseExtended,
     LeaseReleased,
     WorkerHeartbeat,
@@ -41,14 +40,12 @@ from evq.eventlog.events import (
     WorkerStopped,
 )
 from evq.projections.model import HELD, LEASED, PENDING, JobRow, malformed
-from evq.projections.store import Store
-from evq.projections.tables import SqliteTables
+from evq.projections.store import Store, Watch
 
 from .embedded import Running
 from .execute import AsyncRunner, Outcome, failure, load_or_none, run, timed_out
 from .procpool import ProcessPool
-from .retry import after_failure
-from .wake import FileWatcher
+from .retry import after_lease_expired
 
 log = logging.getLogger("evq.worker")
 _T = TypeVar("_T")
@@ -125,7 +122,7 @@ class Worker:
         self._async: AsyncRunner | None = None
         self._procs = ProcessPool() if pool == "process" else None
         self._threads: list[threading.Thread] = []
-        self._watcher: FileWatcher | None = None
+        self._watcher: Watch | None = None
         self._next_heartbeat = 0.0
         self._next_expiry_check = 0.0
 
@@ -155,8 +152,7 @@ class Worker:
 
     def run(self) -> int:
         """Work until stopped; returns the number of attempts finished."""
-        self._watcher = FileWatcher(self.store.path, self.poke) if self.store.path else None
-        unsubscribe = self.store.log.on_commit(self.poke)
+        self._watcher = self.store.watch(self.queues, self.poke)
         self._write(lambda: self.store.append([WorkerStarted(
             ts=time.time(), worker=self.name, host=socket.gethostname(), pid=os.getpid(),
             queues=self.queues, concurrency=self.concurrency, pool=self.pool,
@@ -167,7 +163,6 @@ class Worker:
         try:
             self._loop()
         finally:
-            unsubscribe()
             self._shutdown()
         return self.done
 
@@ -256,14 +251,6 @@ class Worker:
     def _claim(self, limit: int, now: float) -> bool:
         lease_until = now + self.lease
 
-        def ready(tables: SqliteTables) -> list[JobRow]:
-            got: list[JobRow] = []
-            for q in self.queues:
-                got += tables.ready(q, now, limit - len(got))
-                if len(got) >= limit:
-                    break
-            return got
-
         def lease(row: JobRow) -> list[Event]:
             problem = malformed(row)
             if problem is None:
@@ -272,7 +259,7 @@ class Worker:
                                   lease_expires=max(lease_until, now + (row.timeout or 0) + 1))]
             return self._reject(row, now, problem)
 
-        picked = self._write(lambda: self.store.transact(ready, lease), None)
+        picked = self._write(lambda: self.store.claim(self.queues, now, limit, lease), None)
         if picked is None:
             return True  # the store refused (locked, full): not empty; try again after a pause
         rows = [r for r in picked if r.state == LEASED and r.worker == self.name]
@@ -331,11 +318,8 @@ class Worker:
             self._heartbeat(now)
         if now >= self._next_expiry_check:
             self._next_expiry_check = now + self.lease / 2
-            self._write(lambda: self.store.transact(
-                lambda t: t.expired(now),
-                lambda row: [LeaseExpired(job_id=row.id, ts=now, attempt=row.attempt,
-                                          worker=row.worker or ""), after_failure(row, now)]),
-                None)
+            self._write(lambda: self.store.settle_expired(
+                now, lambda row: after_lease_expired(row, now)), None)
 
     def _heartbeat(self, now: float) -> None:
         with self._cv:
