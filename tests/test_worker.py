@@ -282,8 +282,8 @@ def test_graceful_stop_releases_unstarted_jobs(queue: evq.Queue, key: str,
     worker = queue.worker(concurrency=1)
     running = worker_thread(worker)
     assert GATES[key].started.wait(10)
-    first = next(r.event.job_id for r in queue.events(types=["JobStarted"])
-                 if r.event.job_id in ids)
+    [first] = wait_until(lambda: [r.event.job_id for r in queue.events(types=["JobStarted"])
+                                  if r.event.job_id in ids], what="the start in the log")
     worker.stop()
     GATES[key].release.set()  # the running job may finish: stop waits for it
     running.join()
