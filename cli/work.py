@@ -158,7 +158,7 @@ def _supervise(command: list[str], processes: int, max_memory: float | None) -> 
     print(f"evq supervisor: {processes} worker processes", file=sys.stderr)
     code = supervisor.run()
     print(f"evq supervisor stopped ({supervisor.restarts} restarts)", file=sys.stderr)
-    return _signal_exit(signals[-1]) if supervisor.stopping > 1 else code
+    return _signal_exit(signals[-1]) if supervisor.stopping > 1 and signals else code
 
 
 def _signal_exit(signum: int) -> int:
