@@ -7,8 +7,14 @@ leases it holds and says it is alive (heartbeat: one ``WorkerHeartbeat`` per int
 job), settles leases that other workers let expire, and times out sync jobs that overran. Runner
 threads only run jobs, themselves or (``pool="process"``) through a child process each. While
 nothing is ready the loop sleeps until the store changes (a watch on the database files, or a
-commit in this process), the next delayed job is due, or the fallback poll (``sleep``) comes
-round.
+commit in this process), the next delayed job is due (whenever a slot is free, even while
+other jobs run), or the fallback poll (``sleep``) comes round. Until its first job has finished
+a worker claims no more than it can start, so that workers that start together share long jobs.
+
+A stop releases the claimed jobs that have not started at once and waits ``grace`` seconds for
+the running ones: then jobs on threads are left to their leases' expiry, and process-pool jobs
+are killed (their attempts fail). Any error while a job is loaded or run fails that attempt;
+it never ends a runner thread.
 
 A crash loses at most the outcomes not yet written (one pass): those jobs run again after their
 leases expire, which is within at-least-once delivery.
@@ -364,14 +370,12 @@ class Worker:
         while (slot := self._take()) is not None:
             outcome = self._attempt(slot)
             with self._cv:
-                if not slot.abandoned:
-                    self._running.pop(slot.row.id, None)
-                    self._leases.pop(slot.row.id, None)
-            if slot.abandoned:
-                # timed out meanwhile: record what happened (a stale outcome changes nothing)
-                with self._cv:
+                if slot.abandoned:
+                    # timed out meanwhile: record what happened (a stale outcome changes nothing)
                     self._outbox.extend(outcome.events if outcome else [])
-                return
+                    return
+                self._running.pop(slot.row.id, None)
+                self._leases.pop(slot.row.id, None)
             took = time.time() - slot.started
             avg = self._avg_duration
             self._avg_duration = took if avg is None else avg + (took - avg) * 0.1
