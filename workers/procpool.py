@@ -170,6 +170,8 @@ class ProcessPool:
         self._discard(child)
 
     def _discard(self, child: _Process) -> None:
-        with self._lock:
+        with self._lock:  # close() may have taken it already: kill each child once
+            mine = child in self._all
             self._all.discard(child)
-        child.kill()
+        if mine:
+            child.kill()
