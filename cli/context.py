@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 from typing import TYPE_CHECKING
 
 import typer
@@ -42,8 +43,21 @@ def import_apps(modules: list[str]) -> None:
         for module in filter(None, (m.strip() for m in name.split(","))):
             try:
                 importlib.import_module(module)
-            except ImportError as exc:
-                raise ConfigError(f"cannot import --app {module}: {exc}") from None
-            except Exception as exc:
-                raise ConfigError(f"importing --app {module} failed: "
+            except ModuleNotFoundError as exc:
+                if exc.name is not None and module.startswith(exc.name):
+                    raise ConfigError(f"cannot import --app {module}: {exc}") from None
+                raise ConfigError(f"importing --app {module} failed{_where(exc)}: "
                                   f"{type(exc).__name__}: {exc}") from None
+            except Exception as exc:
+                raise ConfigError(f"importing --app {module} failed{_where(exc)}: "
+                                  f"{type(exc).__name__}: {exc}") from None
+
+
+def _where(exc: BaseException) -> str:
+    """" at FILE:LINE" of the failure: where a syntax error is, or the innermost frame of the
+    traceback that is not in the import machinery."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" at {exc.filename}:{exc.lineno}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<frozen")]
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames[1:] else ""

@@ -40,3 +40,12 @@ class NotFound(EvqError):
 
 class InvalidState(EvqError):
     """The job is not in a state that allows this operation."""
+
+
+class JobFailed(EvqError):
+    """A job failed: its last attempt raised ``error_type`` with ``message``."""
+
+    def __init__(self, text: str, *, error_type: str = "", message: str = "") -> None:
+        super().__init__(text)
+        self.error_type = error_type
+        self.message = message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,17 +16,19 @@ import msgspec
 
 from evq.eventlog import archive
 from evq.eventlog.codec import Record
-from evq.eventlog.errors import InvalidArguments, InvalidState, NotFound
+from evq.eventlog.errors import InvalidArguments, InvalidState, JobFailed, NotFound
 from evq.eventlog.events import (
     Event,
     JobCancelled,
     JobDispatched,
+    JobLeased,
     JobPurged,
     JobRequeued,
+    JobStarted,
     QueueCleared,
 )
 from evq.projections.analytics import WINDOW, recent
-from evq.projections.model import CANCELLED, FAILED, FINISHED, PENDING, JobRow
+from evq.projections.model import CANCELLED, FAILED, FINISHED, PENDING, SUCCEEDED, JobRow
 from evq.projections.store import Store, open_store
 from evq.workers import registry
 from evq.workers.retry import backoff_schedule
@@ -112,18 +115,47 @@ class Queue:
         return self.dispatch(job, **options) if not condition else None
 
     def dispatch_sync(self, job: Job) -> Any:
-        """Run ``job`` here and now, without the queue (as Laravel's ``dispatchSync``)."""
-        from evq.workers.execute import AsyncRunner
+        """Run ``job`` here and now, as a worker would (as Laravel's ``dispatchSync``): its
+        tries one after another (without waiting out the backoff), ``failed()`` and
+        ``timed_out()``, every step in the log. Returns its result, or raises what the last
+        attempt raised (``evq.JobFailed`` for ``SystemExit`` and the like, which must not end
+        the caller)."""
+        from evq.workers.execute import AsyncRunner, run
 
-        validated_payload(job)
-        result = job.handle()
-        if hasattr(result, "__await__"):
-            runner = AsyncRunner()
-            try:
-                return runner.run(result, type(job).timeout)
-            finally:
+        name = f"sync:{socket.gethostname()}:{os.getpid()}"
+        row = self.job(self.dispatch(job))
+        runner: AsyncRunner | None = None
+
+        def async_runner() -> AsyncRunner:
+            nonlocal runner
+            runner = runner or AsyncRunner()
+            return runner
+
+        try:
+            while True:
+                now = time.time()
+                self.store.append([
+                    JobLeased(job_id=row.id, ts=now, worker=name, attempt=row.attempt + 1,
+                              lease_expires=now + (row.timeout or 0) + 3600),
+                    JobStarted(job_id=row.id, ts=now, attempt=row.attempt + 1, worker=name)])
+                row = self.job(row.id)
+                outcome = run(row, now, async_runner, lambda: None)
+                self.store.append(outcome.events)
+                if outcome.hook is not None:
+                    outcome.hook()
+                row = self.job(row.id)
+                if row.state != PENDING:
+                    break
+        finally:
+            if runner is not None:
                 runner.close()
-        return result
+        if row.state == SUCCEEDED:
+            return outcome.value
+        error = outcome.error
+        if isinstance(error, Exception):
+            raise error
+        raise JobFailed(f"{row.name} job {row.id} failed: {row.error_type}: {row.error}",
+                        error_type=row.error_type or "", message=row.error or "") from error
 
     def dispatch_json(self, name: str, arguments: bytes | str, **options: Any) -> int:
         """Dispatch the job registered as ``name`` with arguments given as a JSON object."""

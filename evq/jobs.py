@@ -16,7 +16,18 @@ from evq.workers import registry
 from evq.workers.retry import BackoffSpec, backoff_schedule
 
 
-class Job(msgspec.Struct, kw_only=True):
+class _JobMeta(msgspec.StructMeta):
+    """Makes a job built with missing or unknown arguments raise ``InvalidArguments`` (naming
+    the job type) instead of msgspec's plain ``TypeError``."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArguments(f"{getattr(cls, 'job_name', cls.__name__)}: {exc}") from None
+
+
+class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     """Base of every job type. Fields are the job's typed arguments; class attributes configure
     it: ``queue``, ``tries`` (total attempts), ``backoff``, ``timeout`` (seconds or None),
     ``priority`` (higher first) and ``job_name`` (defaults to the class name)."""
@@ -170,13 +181,12 @@ def job(_fn: Callable[..., Any] | None = None, *, name: str | None = None,
     """
 
     def wrap(fn: Callable[..., Any]) -> Any:
-        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+        annotations: dict[str, Any] = {}
+        defaults: dict[str, Any] = {}
         for p in inspect.signature(fn).parameters.values():
-            kind = Any if p.annotation is inspect.Parameter.empty else p.annotation
-            if p.default is inspect.Parameter.empty:
-                fields.append((p.name, kind))
-            else:
-                fields.append((p.name, kind, p.default))
+            annotations[p.name] = Any if p.annotation is inspect.Parameter.empty else p.annotation
+            if p.default is not inspect.Parameter.empty:
+                defaults[p.name] = p.default
         is_async = inspect.iscoroutinefunction(fn)
 
         def handle(self: Job) -> Any:
@@ -185,12 +195,12 @@ def job(_fn: Callable[..., Any] | None = None, *, name: str | None = None,
         async def ahandle(self: Job) -> Any:
             return await fn(**msgspec.structs.asdict(self))
 
-        cls = msgspec.defstruct(
-            fn.__name__, fields, bases=(Job,), kw_only=True, module=fn.__module__,
-            namespace={"job_name": name or fn.__name__, "queue": queue, "tries": tries,
-                       "backoff": backoff, "backoff_base": backoff_base, "timeout": timeout,
-                       "priority": priority, "handle": ahandle if is_async else handle,
-                       "__qualname__": fn.__qualname__})
+        cls = _JobMeta(fn.__name__, (Job,), {
+            "__annotations__": annotations, **defaults, "__module__": fn.__module__,
+            "__qualname__": fn.__qualname__, "job_name": name or fn.__name__, "queue": queue,
+            "tries": tries, "backoff": backoff, "backoff_base": backoff_base,
+            "timeout": timeout, "priority": priority,
+            "handle": ahandle if is_async else handle}, kw_only=True)
         return FunctionJob(fn, cast(type[Job], cls))
 
     return wrap(_fn) if _fn is not None else wrap
@@ -217,5 +227,12 @@ class FunctionJob:
         return self.job_type(**bound.arguments)
 
     def dispatch(self, *args: Any, **kwargs: Any) -> int:
-        """Queue a call on the default connection; returns the job id."""
-        return self.make(*args, **kwargs).dispatch()
+        """Queue a call on the default connection; returns the job id. ``delay=``, ``at=``,
+        ``queue=`` and ``priority=`` are dispatch options, unless the function has a parameter
+        of that name (then it is the argument: use ``q.dispatch(fn.make(...), queue=...)``)."""
+        params = inspect.signature(self.fn).parameters
+        options = {k: kwargs.pop(k) for k in _DISPATCH_OPTIONS if k in kwargs and k not in params}
+        return self.make(*args, **kwargs).dispatch(**options)
+
+
+_DISPATCH_OPTIONS = ("delay", "at", "queue", "priority")

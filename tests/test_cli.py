@@ -347,7 +347,14 @@ def test_work_bad_app_is_one_line(cli: Cli, q: evq.Queue, tmp_path: Path,
     (tmp_path / "cli_broken_app.py").write_text("raise RuntimeError('half-deployed')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert_error(cli("work", "--app", "cli_broken_app", "--stop-when-empty"),
-                 "cli_broken_app", "RuntimeError: half-deployed")
+                 "cli_broken_app", f"{tmp_path / 'cli_broken_app.py'}:1",
+                 "RuntimeError: half-deployed")
+    (tmp_path / "cli_typo_app.py").write_text("import os\n\ndef f(:\n    pass\n")
+    assert_error(cli("work", "--app", "cli_typo_app", "--stop-when-empty"),
+                 f"{tmp_path / 'cli_typo_app.py'}:3", "SyntaxError")
+    (tmp_path / "cli_missing_dep_app.py").write_text("import os\nimport cli_no_such_dep_xyz\n")
+    assert_error(cli("work", "--app", "cli_missing_dep_app", "--stop-when-empty"),
+                 f"{tmp_path / 'cli_missing_dep_app.py'}:2", "cli_no_such_dep_xyz")
 
 
 # -- stats, jobs, history ----------------------------------------------------------------------

@@ -8,14 +8,19 @@ from typing import Any
 
 import msgspec
 import pytest
+from helpers import event_types
 from jobs import (
+    CALLS,
+    FAILED_HOOK,
     Add,
     AsyncAdd,
     Broken,
     Configured,
+    Exits,
     ExpBackoff,
     ExpBackoffBase,
     ExpBackoffClassBase,
+    Flaky,
     LinearBackoffString,
     Noop,
     core_plain,
@@ -226,12 +231,43 @@ def test_dispatch_if_and_unless(queue: evq.Queue) -> None:
     assert queue.job(b).queue == "other"
 
 
-def test_dispatch_sync_runs_here_without_the_queue(queue: evq.Queue) -> None:
+def test_dispatch_sync_runs_here_and_records_it(queue: evq.Queue) -> None:
     assert queue.dispatch_sync(Add(a=2, b=3)) == 5
     assert queue.dispatch_sync(AsyncAdd(a=2, b=3)) == 5
     assert queue.dispatch_sync(greet.make("cy")) == "hello cy"
     assert queue.dispatch_sync(multiply.make(4)) == 8
-    assert queue.store.log.last_seq() == 0
+    [first, *_] = queue.jobs("succeeded")
+    assert event_types(queue, first.id) == ["JobDispatched", "JobLeased", "JobStarted",
+                                            "JobSucceeded"]
+    assert first.worker is not None and first.worker.startswith("sync:")
+    assert queue.size() == 0 and queue.store.verify() == []
+
+
+def test_dispatch_sync_uses_every_try_and_runs_failed_as_a_worker_does(
+        queue: evq.Queue, key: str) -> None:
+    with pytest.raises(ValueError, match="boom 3"):
+        queue.dispatch_sync(Flaky(key=key))
+    assert CALLS[key] == ["attempt"] * 3
+    assert FAILED_HOOK[key] == ["ValueError('boom 3')"]
+    [row] = queue.jobs("failed")
+    assert (row.attempt, row.failures) == (3, 3)
+    assert event_types(queue, row.id).count("JobRetryScheduled") == 2
+
+
+@pytest.mark.parametrize("kind", ["exit", "interrupt", "custom"])
+def test_dispatch_sync_of_a_job_that_exits_does_not_end_the_caller(queue: evq.Queue,
+                                                                   kind: str) -> None:
+    with pytest.raises(evq.JobFailed) as raised:
+        queue.dispatch_sync(Exits(kind=kind))
+    assert raised.value.error_type in ("SystemExit", "KeyboardInterrupt", "CustomBase")
+    assert queue.jobs("failed")[0].error_type == raised.value.error_type
+
+
+def test_a_job_built_with_missing_or_unknown_arguments_raises_invalid_arguments() -> None:
+    with pytest.raises(InvalidArguments, match=r"core\.add: Missing required argument 'b'"):
+        Add(a=1)  # type: ignore[call-arg]
+    with pytest.raises(InvalidArguments, match="Unexpected keyword argument 'c'"):
+        Add(a=1, b=2, c=3)  # type: ignore[call-arg]
 
 
 def test_dispatch_sync_checks_arguments_and_raises_the_job_error(queue: evq.Queue) -> None:
@@ -279,3 +315,12 @@ def test_job_dispatch_uses_the_default_connection(queue: evq.Queue) -> None:
         assert queue.job(other_id).queue == "other"
     finally:
         assert evq.use(previous) is queue
+
+
+def test_a_function_job_takes_dispatch_options(default_connection: evq.Queue) -> None:
+    q = default_connection
+    job_id = multiply.dispatch(3, delay=60, queue="later", priority=4)
+    row = q.job(job_id)
+    assert (row.queue, row.priority) == ("later", 4) and row.run_at > row.dispatched_at + 59
+    assert msgspec.json.decode(row.payload) == msgspec.json.decode(q.job(
+        multiply.dispatch(3)).payload)

@@ -28,10 +28,13 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Outcome(msgspec.Struct):
-    """The events that close one attempt, and the job's hook to call afterwards, if any."""
+    """The events that close one attempt, and the job's hook to call afterwards, if any; for a
+    failed attempt in this process, what the job raised, and for a success, what it returned."""
 
     events: list[Event]
     hook: Hook | None = None
+    error: BaseException | None = None
+    value: Any = None
 
 
 class AsyncRunner:
@@ -108,7 +111,8 @@ def run(row: JobRow, started: float, runner: Callable[[], AsyncRunner],
         return failure(row, started, exc, job=job)
     now = time.time()
     return Outcome([JobSucceeded(job_id=row.id, ts=now, attempt=row.attempt,
-                                 duration=now - started, result=_result(result))])
+                                 duration=now - started, result=_result(result))],
+                   value=result)
 
 
 def failure(row: JobRow, started: float, exc: BaseException, *, job: Any = None,
@@ -120,7 +124,7 @@ def failure(row: JobRow, started: float, exc: BaseException, *, job: Any = None,
                      message=str(exc) or repr(exc), traceback=tb, duration=now - started)
     after = after_failure(row, now, final=final)
     hook = _hook(job.failed, exc) if job is not None and isinstance(after, JobDead) else None
-    return Outcome([fail, after], hook)
+    return Outcome([fail, after], hook, exc)
 
 
 def timed_out(row: JobRow, job: Any) -> Outcome:
@@ -138,7 +142,7 @@ def timed_out(row: JobRow, job: Any) -> Outcome:
             h()
 
     return Outcome([JobTimedOut(job_id=row.id, ts=now, attempt=row.attempt,
-                                timeout=float(row.timeout or 0)), after], run_hooks)
+                                timeout=float(row.timeout or 0)), after], run_hooks, err)
 
 
 def _hook(fn: Callable[..., Any], *args: Any) -> Hook:
