@@ -55,10 +55,11 @@ class ObanPeer(AsyncPeer):
         await install(self.pool)
 
     async def aenqueue(self, n: int) -> None:
-        await (await self.oban()).enqueue(Noop.new({"n": n}))
+        await (await self.oban()).enqueue(Noop.new({"n": n}))  # type: ignore[attr-defined]
 
     async def aenqueue_many(self, ns: list[int]) -> None:
-        await (await self.oban()).enqueue_many([Noop.new({"n": n}) for n in ns])
+        await (await self.oban()).enqueue_many(
+            [Noop.new({"n": n}) for n in ns])  # type: ignore[attr-defined]
 
     async def aclose(self) -> None:
         if self.pool is not None:

@@ -47,7 +47,7 @@ def interpreter(minimum: tuple[int, int] | None) -> str:
     for exe in _candidates(minimum):
         if _version(exe) >= minimum:
             return exe
-    wanted = "%d.%d" % minimum
+    wanted = f"{minimum[0]}.{minimum[1]}"
     raise PeerError(f"needs Python >= {wanted}: none found (no python{wanted} or newer on the "
                     "PATH or among pyenv's versions)")
 
