@@ -23,7 +23,6 @@ def workers_label(workers: int) -> str:
     return f"{workers} worker{'s' if workers > 1 else ''}"
 
 
-
 @dataclass(frozen=True)
 class Settings:
     repeat: int = 3
