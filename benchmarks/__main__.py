@@ -39,8 +39,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Benchmark evq's SQLite store beside huey, rq, dramatiq, celery, "
-                    "procrastinate, arq, saq, taskiq and pgqueuer (each in its own venv under "
-                    "benchmarks/.venvs) and plain sqlite3. Run from the repository root.")
+                    "procrastinate, arq, saq, taskiq, pgqueuer, chancy, oban and dbos (each in "
+                    "its own venv under benchmarks/.venvs) and plain sqlite3. Run from the "
+                    "repository root.")
     p.add_argument("--quick", action="store_true",
                    help="a small version (about 10 minutes with every peer): fewer jobs, one "
                         "repetition, a smaller log for replay and growth")

@@ -2,7 +2,7 @@
 
 huey with its defaults: ``SqliteHuey(filename=...)`` on a file in the run's folder and
 ``huey.consumer.Consumer(huey)`` (one worker thread, polling from 0.1 s backing off to 10 s);
-two workers are ``Consumer(huey, workers=2, worker_type="process")``. Start and completion:
+N workers are ``Consumer(huey, workers=N, worker_type="process")``. Start and completion:
 handlers on huey's ``SIGNAL_EXECUTING`` (sent just before a task runs) and ``SIGNAL_COMPLETE``
 (sent after it ran).
 """

@@ -44,6 +44,7 @@ class Peer:
     service: Service | None  # None: a SQLite file
     bulk: bool  # has a bulk enqueue API
     detection: str  # how start and completion are detected (for the README and --json)
+    minimum_python: tuple[int, int] | None = None  # its venv's Python, if newer than ours
 
     @property
     def runner(self) -> str:
@@ -56,7 +57,7 @@ class Peer:
         return self.service.name + ("" if self.service.durable else "*")
 
     def exe(self) -> Path:
-        return peers.python(self.name, self.requirements, self.module, log)
+        return peers.python(self.name, self.requirements, self.module, log, self.minimum_python)
 
     def call(self, args: list[object], timeout: float) -> dict[str, Any]:
         return peers.run(self.exe(), self.runner, args, timeout)
@@ -108,5 +109,12 @@ PEERS = (
          detection=f"a TaskiqMiddleware's pre_execute and post_execute ({HOOKS})"),
     Peer("pgqueuer", ("pgqueuer[asyncpg]",), "pgqueuer", POSTGRES, bulk=True,
          detection=f"the entrypoint's executor ({HOOKS})"),
+    Peer("chancy", ("chancy", "psycopg[binary]"), "chancy", POSTGRES, bulk=True,
+         detection=f"a Plugin's on_job_starting and on_job_completed ({HOOKS})"),
+    Peer("oban", ("oban",), "oban", POSTGRES, bulk=True, minimum_python=(3, 12),
+         detection=f"telemetry events oban.job.start and oban.job.stop ({HOOKS})"),
+    Peer("dbos", ("dbos",), "dbos", POSTGRES, bulk=False,
+         detection="dbos's own records: the workflow_status rows (started_at_epoch_ms, and "
+                   "updated_at once SUCCESS)"),
 )
 BY_NAME = {p.name: p for p in PEERS}

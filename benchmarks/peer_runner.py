@@ -22,10 +22,10 @@ Start and completion: each worker process prints ``time.time()`` just before it 
 worker; the start of a drain is the earliest. A job's start and completion are taken from a hook
 of the peer's public API (a signal, a middleware, a worker hook) that calls :func:`stamp`, which
 appends ``N TS`` to a file per kind in the run's folder (``O_APPEND``: safe from any process the
-worker forks); or, where the peer records them itself (rq, procrastinate), from its own records,
-by overriding :meth:`Peer.progress` and :meth:`Peer.times`. When every job has completed (drain)
-or started (latency), the worker processes are stopped (SIGTERM to their process group). A run
-counts only if every job completed exactly once.
+worker forks); or, where the peer records them itself (rq, procrastinate, dbos), from its own
+records, by overriding :meth:`Peer.progress` and :meth:`Peer.times`. When every job has completed
+(drain) or started (latency), the worker processes are stopped (SIGTERM to their process group).
+A run counts only if every job completed exactly once.
 """
 
 from __future__ import annotations

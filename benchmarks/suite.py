@@ -16,6 +16,11 @@ PEERS = tuple(p.name for p in peer_bench.PEERS)
 SYSTEMS = ("evq", *PEERS, "sqlite3")
 SCENARIOS = ("dispatch", "drain", "latency", "ceiling", "replay", "growth")
 EVQ_ONLY = ("replay", "growth")
+DRAIN_WORKERS = (1, 2, 4)  # worker processes in the drain scenario, for every system
+
+
+def workers_label(workers: int) -> str:
+    return f"{workers} worker{'s' if workers > 1 else ''}"
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ QUICK = Settings(repeat=1, jobs=5_000, latency_jobs=100, idle_wait=0.5, cpu_wind
 # measure -> (unit, higher is better)
 MEASURES: dict[str, tuple[str, bool]] = {
     "single": ("jobs/s", True), "bulk": ("jobs/s", True),
-    "1 worker": ("jobs/s", True), "2 workers": ("jobs/s", True),
+    **{workers_label(w): ("jobs/s", True) for w in DRAIN_WORKERS},
     "p50": ("ms", False), "p95": ("ms", False), "p99": ("ms", False),
     "idle CPU": ("% core", False),
     "1 row/tx": ("rows/s", True), "10k rows/tx": ("rows/s", True),
@@ -55,7 +60,7 @@ GROWTH: dict[str, tuple[str, bool]] = {
 }
 # an evq measure -> (the ceiling measure it is held against, events written per job)
 CEILING_OF = {"single": ("1 row/tx", 1), "bulk": ("10k rows/tx", 1),
-              "1 worker": ("10k rows/tx", 4), "2 workers": ("10k rows/tx", 4),
+              **{workers_label(w): ("10k rows/tx", 4) for w in DRAIN_WORKERS},
               "events/s": ("10k rows/tx", 1)}
 
 
@@ -118,17 +123,13 @@ class Case:
 LATENCY = ("p50", "p95", "p99", "idle CPU")
 
 
-def workers_label(workers: int) -> str:
-    return f"{workers} worker{'s' if workers > 1 else ''}"
-
-
 def cases() -> list[Case]:
     out = [Case("evq", "dispatch", "single", ("single",),
                 lambda s, t, say: evq_bench.dispatch_single(s.jobs, t)),
            Case("evq", "dispatch", "bulk", ("bulk",),
                 lambda s, t, say: evq_bench.dispatch_bulk(s.jobs, t))]
     out += [Case("evq", "drain", workers_label(w), (workers_label(w),),
-                 lambda s, t, say, w=w: evq_bench.drain(s.jobs, w, t)) for w in (1, 2)]
+                 lambda s, t, say, w=w: evq_bench.drain(s.jobs, w, t)) for w in DRAIN_WORKERS]
     out.append(Case("evq", "latency", "p50 p95 p99 idle CPU", LATENCY,
                     lambda s, t, say: evq_bench.latency(s.latency_jobs, s.gap, s.idle_wait,
                                                         s.cpu_window, t)))
@@ -153,7 +154,7 @@ def cases() -> list[Case]:
                           measures=(workers_label(w),),
                           run=lambda s, t, say, p=p, w=w: p.drain(s.jobs, w, s.drain_limit,
                                                                   t)))
-                for w in (1, 2)]
+                for w in DRAIN_WORKERS]
         out.append(Case(**on(scenario="latency", label="p50 p95 p99 idle CPU", measures=LATENCY,
                              run=lambda s, t, say, p=p: p.latency(
                                  s.latency_jobs, s.gap, s.idle_wait, s.cpu_window, t))))
