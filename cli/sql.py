@@ -8,9 +8,9 @@ import sys
 
 import typer
 
-from evq.eventlog.errors import EvqError
+from evq.eventlog.errors import EvqError, StoreMissing
 
-from .context import get
+from .context import get, hinted
 from .output import print_json, print_table
 
 
@@ -32,7 +32,10 @@ def query(
     from evq.projections.store import sqlite_path
 
     path = sqlite_path(resolve_url(get(ctx).url))
-    log = SqliteLog(path, readonly=True)
+    try:
+        log = SqliteLog(path, readonly=True)
+    except StoreMissing as exc:
+        raise hinted(exc) from None
     try:
         cur = log.conn.execute(sql)
         columns = [d[0] for d in cur.description or ()]

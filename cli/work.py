@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         import_apps(app_modules)
         age = parse_age(archive_after) if archive_after is not None else None
-        q = get(ctx).queue()
+        q = get(ctx).queue(create=True)
         queue_list = [s.strip() for s in queues.split(",") if s.strip()]
         if not supervised and (processes > 1 or max_memory is not None):
             if max_memory is not None and rss_mb(os.getpid()) is None:

@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from msgspec.structs import replace
 
 from .codec import Record, decode, encode
-from .errors import DecodeError, StoreBusy, StoreError
+from .errors import DecodeError, StoreBusy, StoreCorrupt, StoreError, StoreFull, StoreMissing
 from .events import Event, JobDispatched
 
 _T = TypeVar("_T")
@@ -56,13 +57,20 @@ WAL_CHECKPOINT_PAGES = 10_000
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
+CHECK_HINT = "check it with: sqlite3 {path} 'PRAGMA integrity_check'"
+
+
 def translate(exc: sqlite3.Error, path: str) -> StoreError:
     """A driver error as an evq error with a message a user can act on."""
     text = str(exc)
     if "locked" in text or "busy" in text:
         return StoreBusy(f"{path}: database stayed locked past the busy timeout ({text})")
     if "not a database" in text or "malformed" in text:
-        return StoreError(f"{path} is not a usable SQLite database ({text})")
+        return StoreCorrupt(f"{path} is damaged ({text}); {CHECK_HINT.format(path=path)}")
+    if text.startswith("Could not decode to UTF-8"):  # the text itself may be huge: leave it out
+        column = text.split(" with text", 1)[0].removeprefix("Could not decode to UTF-8 ")
+        return StoreCorrupt(f"{path} is damaged: {column} holds text that is not UTF-8; "
+                            f"{CHECK_HINT.format(path=path)}")
     if "unable to open" in text:
         folder = os.path.dirname(os.path.abspath(path))
         why = "its directory does not exist" if not os.path.isdir(folder) else text
@@ -70,10 +78,10 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     if "readonly" in text or "read-only" in text:
         return StoreError(f"{path} is read-only ({text})")
     if "disk is full" in text:
-        return StoreError(f"{path}: the disk is full; nothing was written ({text})")
+        return StoreFull(f"{path}: the disk is full; nothing was written ({text})")
     if "disk I/O error" in text:  # also what a write past a file-size limit (EFBIG) gives
-        return StoreError(f"{path}: a write failed (disk full, a file-size limit or a failing "
-                          f"disk); nothing was written ({text})")
+        return StoreFull(f"{path}: a write failed (disk full, a file-size limit or a failing "
+                         f"disk); nothing was written ({text})")
     return StoreError(f"{path}: {text}")
 
 
@@ -86,6 +94,11 @@ def _read_only(action: int, arg1: str | None, arg2: str | None, *_: object) -> i
     if action in _READS or (action == sqlite3.SQLITE_PRAGMA and arg2 is None):
         return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_DENY
+
+
+def _uri(path: str, mode: str) -> str:
+    """A ``file:`` URI that opens ``path`` with SQLite's ``mode`` (``ro``, ``rw``)."""
+    return f"file:{quote(str(Path(path).resolve()))}?mode={mode}"
 
 
 class Where:
@@ -129,7 +142,9 @@ class SqliteLog:
     """An append-only log of events in a SQLite database, with one connection and its lock."""
 
     def __init__(self, path: str, *, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, create: bool = True) -> None:
+        """``readonly``: refuse every write; ``create=False``: the file must exist already (a
+        read-only connection never creates one)."""
         self.path = path
         self.busy_timeout = busy_timeout
         self.memory = path == ":memory:"
@@ -141,18 +156,21 @@ class SqliteLog:
             folder = Path(path).resolve().parent
             if not folder.is_dir():
                 raise StoreError(f"cannot open {path}: directory {folder} does not exist")
-        if readonly and not self.memory and not Path(path).exists():
-            raise StoreError(f"{path} does not exist")
+        if (readonly or not create) and not self.memory and not Path(path).exists():
+            raise StoreMissing(f"no evq store at {path}: the file does not exist")
         if synchronous.upper() not in SYNCHRONOUS:
             raise StoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        mode = "ro" if readonly else "rw" if not create else None
         try:
-            target = f"file:{Path(path).resolve()}?mode=ro" if readonly else path
+            uri = _uri(path, mode) if mode and not self.memory else None
             # SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries; a worker woken
             # by another process's commit often finds that commit still finishing, so locks are
             # awaited here instead, in steps from 50 us (see _retry_busy).
-            self.conn = sqlite3.connect(target, uri=readonly, isolation_level=None,
+            self.conn = sqlite3.connect(uri or path, uri=uri is not None, isolation_level=None,
                                         check_same_thread=False, timeout=0)
             self.conn.execute("PRAGMA cache_size=-32000")
+            if not create and not self.memory:
+                self._check_exists()
             if readonly:
                 self.conn.execute("PRAGMA query_only=1")
                 self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -163,6 +181,13 @@ class SqliteLog:
                 self.conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         except sqlite3.Error as exc:
             raise translate(exc, path) from None
+
+    def _check_exists(self) -> None:
+        """Refuse a file without evq's tables (empty, or another program's), before anything is
+        written to it."""
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            self.conn.close()
+            raise StoreMissing(f"no evq store at {self.path}: the file holds no evq tables")
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -186,14 +211,31 @@ class SqliteLog:
             except BaseException as exc:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise translate(exc, self.path) from None
-                raise
+                self._in_tx = False
+                error = translate(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
+                if isinstance(error, StoreFull):
+                    self.checkpoint()  # the space a full WAL holds comes back only this way
+                if error is exc:
+                    raise
+                raise error from None
             finally:
                 self._in_tx = False
         if self._appended:
             for listener in self._on_commit:
                 listener()
+
+    def checkpoint(self, mode: str = "TRUNCATE") -> bool:
+        """Copy the WAL into the database (``PASSIVE``: what no reader needs, without waiting;
+        ``TRUNCATE``: all of it, then empty the WAL file, freeing its space). Best effort:
+        returns whether it completed."""
+        if self.memory:
+            return False
+        with self.lock:
+            try:
+                busy = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+            except sqlite3.Error:
+                return False
+        return not busy
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` after each write transaction of this process commits; returns the

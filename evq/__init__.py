@@ -22,7 +22,10 @@ from evq.eventlog.errors import (
     InvalidState,
     NotFound,
     StoreBusy,
+    StoreCorrupt,
     StoreError,
+    StoreFull,
+    StoreMissing,
     UnknownJob,
 )
 from evq.projections.model import JobRow
@@ -51,7 +54,10 @@ __all__ = [
     "NotFound",
     "Queue",
     "StoreBusy",
+    "StoreCorrupt",
     "StoreError",
+    "StoreFull",
+    "StoreMissing",
     "UnknownJob",
     "Worker",
     "connect",

@@ -216,9 +216,10 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, create: bool = True) -> Store:
     """Open the store a URL names: ``sqlite:///path`` (``?synchronous=FULL``), ``memory://``,
-    or a plain file path."""
+    or a plain file path. ``create=False``: a store that does not exist yet is an error
+    (:class:`~evq.eventlog.errors.StoreMissing`) instead of a new empty one."""
     if "://" not in url:
         url = "sqlite:///" + url
     parts = urlsplit(url)
@@ -235,6 +236,6 @@ def open_store(url: str) -> Store:
         except ValueError:
             raise ConfigError(f"{url!r}: busy_timeout must be a number of seconds") from None
         return Store(SqliteLog(path, synchronous=options.get("synchronous", "NORMAL"),
-                               busy_timeout=busy), url)
+                               busy_timeout=busy, create=create), url)
     raise ConfigError(f"unknown store URL scheme {parts.scheme!r} in {url!r}: "
                       "use sqlite:///path/to/evq.db or memory://")
