@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
@@ -209,8 +209,9 @@ class SqliteLog:
                 yield self.conn
                 self.conn.execute("COMMIT")
             except BaseException as exc:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+                with suppress(sqlite3.Error):  # a damaged file may refuse even this
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
                 self._in_tx = False
                 error = translate(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
                 if isinstance(error, StoreFull):
@@ -223,6 +224,22 @@ class SqliteLog:
         if self._appended:
             for listener in self._on_commit:
                 listener()
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query in it sees the database at one position."""
+        with self.lock:
+            self._retry_busy(lambda: self.conn.execute("BEGIN"))
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                with suppress(sqlite3.Error):  # a damaged file may refuse even this
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise translate(exc, self.path) from None
+                raise
 
     def checkpoint(self, mode: str = "TRUNCATE") -> bool:
         """Copy the WAL into the database (``PASSIVE``: what no reader needs, without waiting;

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from evq.eventlog.errors import DecodeError, EvqError, StoreError, UnknownJob
+from evq.eventlog.errors import DecodeError, EvqError, StoreCorrupt, StoreError, UnknownJob
 from evq.eventlog.events import (
     Event,
     JobLeased,
@@ -119,6 +119,7 @@ class Worker:
         self._watcher: FileWatcher | None = None
         self._next_heartbeat = 0.0
         self._next_expiry_check = 0.0
+        self._write_failures = 0  # writes refused in a row (locked, disk full)
 
     # -- control -------------------------------------------------------------------------------
 
@@ -234,6 +235,8 @@ class Worker:
     # -- claiming ------------------------------------------------------------------------------
 
     def _claim(self, limit: int, now: float) -> bool:
+        if self._write_failures and self._outbox:
+            return False  # outcomes first: new claims would take the space they need
         lease_until = now + self.lease
 
         def ready(tables: SqliteTables) -> list[JobRow]:
@@ -278,13 +281,29 @@ class Worker:
         return bool(events)
 
     def _write(self, fn: Callable[[], _T], failed: _F) -> _T | _F:
+        """Run one write; if the store refuses it for now (locked, full), wait a backoff that
+        doubles per failure in a row and return ``failed``. A damaged store stops the worker at
+        once: nothing it runs could be recorded."""
         try:
-            return fn()
-        except StoreError as exc:  # locked past the busy timeout, disk full...: try later
-            log.warning("store write failed, will retry: %s", exc)
+            result = fn()
+        except StoreCorrupt:
             with self._cv:
-                self._cv.wait(min(self.sleep, 1.0))
+                self._hard_stop = True
+                self._cv.notify_all()
+            raise
+        except StoreError as exc:
+            self._write_failures += 1
+            if self._write_failures == 1:
+                log.warning("store write failed; claiming stops until writes work again: %s",
+                            exc)
+            with self._cv:
+                self._cv.wait(min(0.05 * 2 ** min(self._write_failures, 10),
+                                  max(self.sleep, 1.0)))
             return failed
+        if self._write_failures:
+            log.warning("store writes work again, after %d failures", self._write_failures)
+            self._write_failures = 0
+        return result
 
     # -- leases and timeouts -------------------------------------------------------------------
 
