@@ -66,7 +66,8 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     if "locked" in text or "busy" in text:
         return StoreBusy(f"{path}: database stayed locked past the busy timeout ({text})")
     if "not a database" in text or "malformed" in text:
-        return StoreCorrupt(f"{path} is damaged ({text}); {CHECK_HINT.format(path=path)}")
+        return StoreCorrupt(f"{path} is not a usable SQLite database: it is damaged ({text}); "
+                            f"{CHECK_HINT.format(path=path)}")
     if text.startswith("Could not decode to UTF-8"):  # the text itself may be huge: leave it out
         column = text.split(" with text", 1)[0].removeprefix("Could not decode to UTF-8 ")
         return StoreCorrupt(f"{path} is damaged: {column} holds text that is not UTF-8; "
@@ -85,13 +86,39 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"{path}: {text}")
 
 
-_READS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
-          sqlite3.SQLITE_RECURSIVE}
+_READS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE}
+
+# The SQL functions a read-only connection may call: SQLite's core, date, math, JSON, aggregate
+# and window functions, which only compute. An allow-list rather than a deny-list: a build of
+# SQLite or an extension may bring functions that do more than read (``fts3_tokenizer`` returns a
+# pointer and registers tokenizers; ``load_extension`` loads code), and an unknown name is then
+# refused instead of trusted.
+READ_FUNCTIONS = frozenset("""
+    abs changes char coalesce concat concat_ws format glob hex ifnull iif instr last_insert_rowid
+    length like likelihood likely lower ltrim max min nullif octet_length printf quote random
+    replace round rtrim sign soundex sqlite_version substr substring total_changes trim typeof
+    unhex unicode unlikely upper
+    date time datetime julianday unixepoch strftime timediff current_date current_time
+    current_timestamp
+    acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log log10
+    log2 mod pi pow power radians sin sinh sqrt tan tanh trunc
+    json jsonb json_array jsonb_array json_array_length json_error_position json_extract
+    jsonb_extract json_insert jsonb_insert json_object jsonb_object json_patch jsonb_patch
+    json_pretty json_remove jsonb_remove json_replace jsonb_replace json_set jsonb_set json_type
+    json_valid json_quote json_group_array jsonb_group_array json_group_object
+    jsonb_group_object json_each json_tree
+    avg count group_concat string_agg sum median percentile percentile_cont percentile_disc
+    row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value
+    nth_value
+""".split())
 
 
 def _read_only(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
-    """SQLite authorizer of read-only connections: reads, and pragmas that only read."""
+    """SQLite authorizer of read-only connections: reads, pragmas that only read, and the
+    functions of :data:`READ_FUNCTIONS`."""
     if action in _READS or (action == sqlite3.SQLITE_PRAGMA and arg2 is None):
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in READ_FUNCTIONS:
         return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_DENY
 
@@ -156,7 +183,8 @@ class SqliteLog:
             folder = Path(path).resolve().parent
             if not folder.is_dir():
                 raise StoreError(f"cannot open {path}: directory {folder} does not exist")
-        if (readonly or not create) and not self.memory and not Path(path).exists():
+        must_exist = (readonly or not create) and not self.memory
+        if must_exist and not Path(path).exists():
             raise StoreMissing(f"no evq store at {path}: the file does not exist")
         if synchronous.upper() not in SYNCHRONOUS:
             raise StoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
@@ -169,7 +197,7 @@ class SqliteLog:
             self.conn = sqlite3.connect(uri or path, uri=uri is not None, isolation_level=None,
                                         check_same_thread=False, timeout=0)
             self.conn.execute("PRAGMA cache_size=-32000")
-            if not create and not self.memory:
+            if must_exist:
                 self._check_exists()
             if readonly:
                 self.conn.execute("PRAGMA query_only=1")

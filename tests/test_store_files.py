@@ -147,10 +147,11 @@ def url(tmp_path: Path) -> str:
 @pytest.mark.parametrize("statement", [
     "SELECT fts3_tokenizer('simple')",
     "SELECT hex(fts3_tokenizer('simple'))",
-    "SELECT load_extension('x')",
+    "SELECT 1 FROM jobs WHERE fts3_tokenizer('x') IS NULL",
 ])
 def test_query_refuses_functions_that_are_not_plain_reads(url: str, statement: str) -> None:
-    assert_error(invoke(["--url", url, "query", statement]), "read-only", "not allowed")
+    assert_error(invoke(["--url", url, "query", statement]), "read-only",
+                 "only functions that compute", "fts3_tokenizer")
 
 
 def test_query_allows_the_functions_of_analytics(url: str) -> None:
@@ -159,7 +160,7 @@ def test_query_allows_the_functions_of_analytics(url: str) -> None:
                         "round(avg(ts), 1) > 0 AS t, upper(coalesce(queue, 'x')) AS q, "
                         "strftime('%Y', ts, 'unixepoch') > '2000' AS y, "
                         "row_number() OVER () AS r FROM events GROUP BY name"]))
-    assert '"name": "cli.add"' in result.output and '"n": 1' in result.output
+    assert '"name":"CliAdd"' in result.output and '"n":1' in result.output
 
 
 def test_query_stops_at_its_time_limit(url: str) -> None:
