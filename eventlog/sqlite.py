@@ -93,7 +93,7 @@ _READS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE}
 # SQLite or an extension may bring functions that do more than read (``fts3_tokenizer`` returns a
 # pointer and registers tokenizers; ``load_extension`` loads code), and an unknown name is then
 # refused instead of trusted.
-READ_FUNCTIONS = frozenset("""
+_READ_FUNCTION_NAMES = """
     abs changes char coalesce concat concat_ws format glob hex ifnull iif instr last_insert_rowid
     length like likelihood likely lower ltrim max min nullif octet_length printf quote random
     replace round rtrim sign soundex sqlite_version substr substring total_changes trim typeof
@@ -110,7 +110,8 @@ READ_FUNCTIONS = frozenset("""
     avg count group_concat string_agg sum median percentile percentile_cont percentile_disc
     row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value
     nth_value
-""".split())
+"""
+READ_FUNCTIONS = frozenset(_READ_FUNCTION_NAMES.split())
 
 
 def _read_only(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
