@@ -179,6 +179,7 @@ class SqliteLog:
         self.lock = threading.RLock()
         self._in_tx = False
         self._appended = False
+        self._full = False  # the last write failed for lack of space
         self._on_commit: list[Callable[[], None]] = []
         if not self.memory and not readonly:
             folder = Path(path).resolve().parent
@@ -224,13 +225,16 @@ class SqliteLog:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds SQLite's write lock from its first statement.
 
-        Nested use joins the outer transaction. Listeners added with :meth:`on_commit` run after
+        Nested use joins the outer transaction. After a write that failed for lack of space, the
+        next one checkpoints the WAL first, so that the space it holds comes back. Listeners added with :meth:`on_commit` run after
         the outermost commit, if it appended events.
         """
         with self.lock:
             if self._in_tx:
                 yield self.conn
                 return
+            if self._full:  # first give back the WAL's space (which only a checkpoint frees),
+                self._full = not self.checkpoint()  # using the room freed since
             self._retry_busy(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             self._in_tx = True
             self._appended = False
@@ -243,8 +247,7 @@ class SqliteLog:
                         self.conn.execute("ROLLBACK")
                 self._in_tx = False
                 error = translate(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
-                if isinstance(error, StoreFull):
-                    self.checkpoint()  # the space a full WAL holds comes back only this way
+                self._full = isinstance(error, StoreFull)
                 if error is exc:
                     raise
                 raise error from None

@@ -188,6 +188,8 @@ class Worker:
                 if busy or self._outbox or (self._poked and limit):
                     self._poked = False
                     continue
+                if idle:  # copy the WAL back while nothing else is to do, so that it stays small
+                    self.store.log.checkpoint("PASSIVE")
                 self._idle = idle
                 if self._watcher and limit:  # a change in the store may bring work
                     self._watcher.arm()
@@ -294,7 +296,7 @@ class Worker:
         except StoreError as exc:
             self._write_failures += 1
             if self._write_failures == 1:
-                log.warning("store write failed; claiming stops until writes work again: %s",
+                log.warning("store write failed, will retry (claiming no jobs meanwhile): %s",
                             exc)
             with self._cv:
                 self._cv.wait(min(0.05 * 2 ** min(self._write_failures, 10),
