@@ -226,8 +226,8 @@ class SqliteLog:
         """A write transaction that holds SQLite's write lock from its first statement.
 
         Nested use joins the outer transaction. After a write that failed for lack of space, the
-        next one checkpoints the WAL first, so that the space it holds comes back. Listeners added with :meth:`on_commit` run after
-        the outermost commit, if it appended events.
+        next one checkpoints the WAL first, so that the space it holds comes back. Listeners
+        added with :meth:`on_commit` run after the outermost commit, if it appended events.
         """
         with self.lock:
             if self._in_tx:
