@@ -295,9 +295,8 @@ class Worker:
             raise
         except StoreError as exc:
             self._write_failures += 1
-            if self._write_failures == 1:
-                log.warning("store write failed, will retry (claiming no jobs meanwhile): %s",
-                            exc)
+            log.warning("store write failed (%d in a row), will retry, claiming no jobs "
+                        "meanwhile: %s", self._write_failures, exc)
             with self._cv:
                 self._cv.wait(min(0.05 * 2 ** min(self._write_failures, 10),
                                   max(self.sleep, 1.0)))
