@@ -242,11 +242,8 @@ class SqliteLog:
                 yield self.conn
                 self.conn.execute("COMMIT")
             except BaseException as exc:
-                with suppress(sqlite3.Error):  # a damaged file may refuse even this
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
                 self._in_tx = False
-                error = translate(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
+                error = self._abort(exc)
                 self._full = isinstance(error, StoreFull)
                 if error is exc:
                     raise
@@ -266,12 +263,17 @@ class SqliteLog:
                 yield self.conn
                 self.conn.execute("COMMIT")
             except BaseException as exc:
-                with suppress(sqlite3.Error):  # a damaged file may refuse even this
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise translate(exc, self.path) from None
-                raise
+                error = self._abort(exc)
+                if error is exc:
+                    raise
+                raise error from None
+
+    def _abort(self, exc: BaseException) -> BaseException:
+        """Roll back the open transaction after ``exc``; returns the error to raise."""
+        with suppress(sqlite3.Error):  # a damaged file may refuse even this
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        return translate(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
 
     def checkpoint(self, mode: str = "TRUNCATE") -> bool:
         """Copy the WAL into the database (``PASSIVE``: what no reader needs, without waiting;

@@ -206,6 +206,15 @@ def test_a_full_disk_fails_a_dispatch_cleanly(url: str, db: Path, q: evq.Queue) 
     verify(url, db)
 
 
+def _line_with(text: str, proc: subprocess.Popen[str]) -> str:
+    """Read ``proc``'s stderr up to the first line that holds ``text``; returns that line."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if text in line:
+            return line
+    raise AssertionError(f"the process ended without saying {text!r}")
+
+
 def test_a_worker_on_a_full_disk_waits_and_recovers(url: str, db: Path, q: evq.Queue) -> None:
     ids = q.dispatch_many([CliAdd(a=i, b=1) for i in range(50)])
     evq_cmd = [sys.executable, "-m", "evq.cli", "--url", url, "work", "--app", APP,
@@ -213,12 +222,7 @@ def test_a_worker_on_a_full_disk_waits_and_recovers(url: str, db: Path, q: evq.Q
     proc = subprocess.Popen(evq_cmd, cwd=ROOT, text=True, stderr=subprocess.PIPE,
                             preexec_fn=_file_size_limit(0, db))
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        while "will retry" not in line:
-            assert line, "the worker ended"
-            line = proc.stderr.readline()
-        assert "a write failed" in line and proc.poll() is None
+        assert "a write failed" in _line_with("will retry", proc) and proc.poll() is None
         assert succeeded(db) == 0
         unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, unlimited)  # space is back
@@ -368,7 +372,7 @@ def _fill(folder: Path, leave: int) -> Path:
 
 
 def test_a_worker_on_a_full_filesystem_finishes_every_job_when_space_returns(
-        small_disk: Path) -> None:
+        small_disk: Path, reaped: list[subprocess.Popen[str]]) -> None:
     db = small_disk / "evq.db"
     url = f"sqlite:///{db}"
     q = evq.connect(url)
@@ -378,18 +382,10 @@ def test_a_worker_on_a_full_filesystem_finishes_every_job_when_space_returns(
     proc = subprocess.Popen([sys.executable, "-m", "evq.cli", "--url", url, "work", "--app", APP,
                              "--sleep", "0.1", "--stop-when-empty"],
                             cwd=ROOT, text=True, stderr=subprocess.PIPE)
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        while "will retry" not in line:
-            assert line, "the worker ended"
-            line = proc.stderr.readline()
-        os.truncate(filler, max(0, filler.stat().st_size - 1_000_000))  # 1 MB comes back
-        _, rest = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
+    reaped.append(proc)
+    _line_with("will retry", proc)
+    os.truncate(filler, max(0, filler.stat().st_size - 1_000_000))  # 1 MB comes back
+    _, rest = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "Traceback" not in rest
     check_exactly_once(db, ids)
     verify(url, db)
