@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from evq.eventlog.errors import ConfigError
+from evq.eventlog.errors import ConfigError, StoreMissing
 
 if TYPE_CHECKING:
     from evq.api import Queue
@@ -23,12 +23,23 @@ class Context:
         self.url = url
         self._queue: Queue | None = None
 
-    def queue(self) -> Queue:
+    def queue(self, *, create: bool = False) -> Queue:
+        """The queue of ``--url``; only commands that put jobs in (``dispatch``, ``work``) pass
+        ``create``: the others say that a store that does not exist is missing."""
         if self._queue is None:
             from evq.api import connect
 
-            self._queue = connect(self.url)
+            try:
+                self._queue = connect(self.url, create=create)
+            except StoreMissing as exc:
+                raise hinted(exc) from None
         return self._queue
+
+
+def hinted(exc: StoreMissing) -> StoreMissing:
+    """A missing store's error, with what a user of the command line can do about it."""
+    return StoreMissing(f"{exc} (check --url or EVQ_URL; evq dispatch and evq work create a "
+                        "store)")
 
 
 def get(ctx: typer.Context) -> Context:

@@ -30,8 +30,8 @@ def register(app: typer.Typer) -> None:
         """Queue one job by name; prints its id."""
         import_apps(app_modules)
         when_ = parse_time(at) if at is not None else None
-        job_id = get(ctx).queue().dispatch_json(name, arguments, queue=queue, delay=delay,
-                                                at=when_, priority=priority)
+        job_id = get(ctx).queue(create=True).dispatch_json(
+            name, arguments, queue=queue, delay=delay, at=when_, priority=priority)
         typer.echo(job_id)
 
     @app.command()

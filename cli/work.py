@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from enum import StrEnum
 
@@ -79,7 +80,7 @@ def register(app: typer.Typer) -> None:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         import_apps(app_modules)
         age = parse_age(archive_after) if archive_after is not None else None
-        q = get(ctx).queue()
+        q = get(ctx).queue(create=True)
         queue_list = [s.strip() for s in queues.split(",") if s.strip()]
         if not supervised and (processes > 1 or max_memory is not None):
             if max_memory is not None and rss_mb(os.getpid()) is None:
@@ -106,12 +107,18 @@ def register(app: typer.Typer) -> None:
 
         signals: list[int] = []
 
-        def on_signal(signum: int, _frame: object) -> None:
-            signals.append(signum)
+        def stop() -> None:
             worker.stop()
             print("evq worker: stopping at once" if len(signals) > 1 else
                   f"evq worker: stopping (running jobs get {grace:g}s to finish; a second "
                   "signal stops at once)", file=sys.stderr)
+
+        def on_signal(signum: int, _frame: object) -> None:
+            # The handler runs on the main thread, which runs the worker's loop: between the
+            # loop's last look at its state and its wait, a stop() made here would be missed
+            # for a whole --sleep. From another thread it waits for the loop's lock instead.
+            signals.append(signum)
+            threading.Thread(target=stop, name="evq-stop").start()
 
         signal.signal(signal.SIGTERM, on_signal)
         # a supervised process hears Ctrl-C through its supervisor, not from the terminal

@@ -22,6 +22,19 @@ class StoreBusy(StoreError):
     """The store stayed locked by another process past the busy timeout."""
 
 
+class StoreMissing(StoreError):
+    """There is no evq store here (no such file, or a file without evq's tables)."""
+
+
+class StoreCorrupt(StoreError):
+    """The database file is damaged: retrying cannot help."""
+
+
+class StoreFull(StoreError):
+    """A write failed for lack of space (a full disk or a file-size limit); nothing was
+    written."""
+
+
 class DecodeError(EvqError):
     """A stored event or payload cannot be decoded by this version of evq."""
 

@@ -12,14 +12,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import quote
 
 from msgspec.structs import replace
 
 from .codec import Record, decode, encode
-from .errors import DecodeError, StoreBusy, StoreError
+from .errors import DecodeError, StoreBusy, StoreCorrupt, StoreError, StoreFull, StoreMissing
 from .events import Event, JobDispatched
 
 _T = TypeVar("_T")
@@ -56,13 +57,21 @@ WAL_CHECKPOINT_PAGES = 10_000
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
+CHECK_HINT = "check it with: sqlite3 {path} 'PRAGMA integrity_check'"
+
+
 def translate(exc: sqlite3.Error, path: str) -> StoreError:
     """A driver error as an evq error with a message a user can act on."""
     text = str(exc)
     if "locked" in text or "busy" in text:
         return StoreBusy(f"{path}: database stayed locked past the busy timeout ({text})")
     if "not a database" in text or "malformed" in text:
-        return StoreError(f"{path} is not a usable SQLite database ({text})")
+        return StoreCorrupt(f"{path} is not a usable SQLite database: it is damaged ({text}); "
+                            f"{CHECK_HINT.format(path=path)}")
+    if text.startswith("Could not decode to UTF-8"):  # the text itself may be huge: leave it out
+        column = text.split(" with text", 1)[0].removeprefix("Could not decode to UTF-8 ")
+        return StoreCorrupt(f"{path} is damaged: {column} holds text that is not UTF-8; "
+                            f"{CHECK_HINT.format(path=path)}")
     if "unable to open" in text:
         folder = os.path.dirname(os.path.abspath(path))
         why = "its directory does not exist" if not os.path.isdir(folder) else text
@@ -70,22 +79,54 @@ def translate(exc: sqlite3.Error, path: str) -> StoreError:
     if "readonly" in text or "read-only" in text:
         return StoreError(f"{path} is read-only ({text})")
     if "disk is full" in text:
-        return StoreError(f"{path}: the disk is full; nothing was written ({text})")
+        return StoreFull(f"{path}: the disk is full; nothing was written ({text})")
     if "disk I/O error" in text:  # also what a write past a file-size limit (EFBIG) gives
-        return StoreError(f"{path}: a write failed (disk full, a file-size limit or a failing "
-                          f"disk); nothing was written ({text})")
+        return StoreFull(f"{path}: a write failed (disk full, a file-size limit or a failing "
+                         f"disk); nothing was written ({text})")
     return StoreError(f"{path}: {text}")
 
 
-_READS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
-          sqlite3.SQLITE_RECURSIVE}
+_READS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_RECURSIVE}
+
+# The SQL functions a read-only connection may call: SQLite's core, date, math, JSON, aggregate
+# and window functions, which only compute. An allow-list rather than a deny-list: a build of
+# SQLite or an extension may bring functions that do more than read (``fts3_tokenizer`` returns a
+# pointer and registers tokenizers; ``load_extension`` loads code), and an unknown name is then
+# refused instead of trusted.
+_READ_FUNCTION_NAMES = """
+    abs changes char coalesce concat concat_ws format glob hex ifnull iif instr last_insert_rowid
+    length like likelihood likely lower ltrim max min nullif octet_length printf quote random
+    replace round rtrim sign soundex sqlite_version substr substring total_changes trim typeof
+    unhex unicode unlikely upper
+    date time datetime julianday unixepoch strftime timediff current_date current_time
+    current_timestamp
+    acos acosh asin asinh atan atan2 atanh ceil ceiling cos cosh degrees exp floor ln log log10
+    log2 mod pi pow power radians sin sinh sqrt tan tanh trunc
+    json jsonb json_array jsonb_array json_array_length json_error_position json_extract
+    jsonb_extract json_insert jsonb_insert json_object jsonb_object json_patch jsonb_patch
+    json_pretty json_remove jsonb_remove json_replace jsonb_replace json_set jsonb_set json_type
+    json_valid json_quote json_group_array jsonb_group_array json_group_object
+    jsonb_group_object json_each json_tree
+    avg count group_concat string_agg sum median percentile percentile_cont percentile_disc
+    row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value
+    nth_value
+"""
+READ_FUNCTIONS = frozenset(_READ_FUNCTION_NAMES.split())
 
 
 def _read_only(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
-    """SQLite authorizer of read-only connections: reads, and pragmas that only read."""
+    """SQLite authorizer of read-only connections: reads, pragmas that only read, and the
+    functions of :data:`READ_FUNCTIONS`."""
     if action in _READS or (action == sqlite3.SQLITE_PRAGMA and arg2 is None):
         return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in READ_FUNCTIONS:
+        return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_DENY
+
+
+def _uri(path: str, mode: str) -> str:
+    """A ``file:`` URI that opens ``path`` with SQLite's ``mode`` (``ro``, ``rw``)."""
+    return f"file:{quote(str(Path(path).resolve()))}?mode={mode}"
 
 
 class Where:
@@ -129,7 +170,9 @@ class SqliteLog:
     """An append-only log of events in a SQLite database, with one connection and its lock."""
 
     def __init__(self, path: str, *, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, create: bool = True) -> None:
+        """``readonly``: refuse every write; ``create=False``: the file must exist already (a
+        read-only connection never creates one)."""
         self.path = path
         self.busy_timeout = busy_timeout
         self.memory = path == ":memory:"
@@ -137,23 +180,28 @@ class SqliteLog:
         self._in_tx = False
         self._appended = False
         self._woken: set[str] = set()
+        self._full = False  # the last write failed for lack of space
         self._on_commit: list[Callable[[set[str]], None]] = []
         if not self.memory and not readonly:
             folder = Path(path).resolve().parent
             if not folder.is_dir():
                 raise StoreError(f"cannot open {path}: directory {folder} does not exist")
-        if readonly and not self.memory and not Path(path).exists():
-            raise StoreError(f"{path} does not exist")
+        must_exist = (readonly or not create) and not self.memory
+        if must_exist and not Path(path).exists():
+            raise StoreMissing(f"no evq store at {path}: the file does not exist")
         if synchronous.upper() not in SYNCHRONOUS:
             raise StoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        mode = "ro" if readonly else "rw" if not create else None
         try:
-            target = f"file:{Path(path).resolve()}?mode=ro" if readonly else path
+            uri = _uri(path, mode) if mode and not self.memory else None
             # SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries; a worker woken
             # by another process's commit often finds that commit still finishing, so locks are
             # awaited here instead, in steps from 50 us (see _retry_busy).
-            self.conn = sqlite3.connect(target, uri=readonly, isolation_level=None,
+            self.conn = sqlite3.connect(uri or path, uri=uri is not None, isolation_level=None,
                                         check_same_thread=False, timeout=0)
             self.conn.execute("PRAGMA cache_size=-32000")
+            if must_exist:
+                self._check_exists()
             if readonly:
                 self.conn.execute("PRAGMA query_only=1")
                 self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -165,20 +213,30 @@ class SqliteLog:
         except sqlite3.Error as exc:
             raise translate(exc, path) from None
 
+    def _check_exists(self) -> None:
+        """Refuse a file without evq's tables (empty, or another program's), before anything is
+        written to it."""
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            self.conn.close()
+            raise StoreMissing(f"no evq store at {self.path}: the file holds no evq tables")
+
     # -- transactions --------------------------------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds SQLite's write lock from its first statement.
 
-        Nested use joins the outer transaction. Listeners added with :meth:`on_commit` run after
-        the outermost commit, if it appended events, with the queues given to
-        :meth:`wake_after_commit` during the transaction.
+        Nested use joins the outer transaction. After a write that failed for lack of space, the
+        next one checkpoints the WAL first, so that the space it holds comes back. Listeners
+        added with :meth:`on_commit` run after the outermost commit, if it appended events, with
+        the queues given to :meth:`wake_after_commit` during the transaction.
         """
         with self.lock:
             if self._in_tx:
                 yield self.conn
                 return
+            if self._full:  # first give back the WAL's space (which only a checkpoint frees),
+                self._full = not self.checkpoint()  # using the room freed since
             self._retry_busy(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             self._in_tx = True
             self._appended = False
@@ -188,11 +246,12 @@ class SqliteLog:
                 self.conn.execute("COMMIT")
                 woken = self._woken
             except BaseException as exc:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise translate(exc, self.path) from None
-                raise
+                self._in_tx = False
+                error = self._abort(exc)
+                self._full = isinstance(error, StoreFull)
+                if error is exc:
+                    raise
+                raise error from None
             finally:
                 self._in_tx = False
         if self._appended:
@@ -200,18 +259,42 @@ class SqliteLog:
                 listener(woken)
 
     @contextmanager
-    def reading(self) -> Iterator[None]:
+    def reading(self) -> Iterator[sqlite3.Connection]:
         """One read transaction: every read inside sees the log and the tables at one position,
         without blocking writers (WAL). Inside a write transaction it joins that one."""
         with self.lock:
             if self.conn.in_transaction:
-                yield
+                yield self.conn
                 return
             self._retry_busy(lambda: self.conn.execute("BEGIN"))
             try:
-                yield
-            finally:
+                yield self.conn
                 self.conn.execute("COMMIT")
+            except BaseException as exc:
+                error = self._abort(exc)
+                if error is exc:
+                    raise
+                raise error from None
+
+    def _abort(self, exc: BaseException) -> BaseException:
+        """Roll back the open transaction after ``exc``; returns the error to raise."""
+        with suppress(sqlite3.Error):  # a damaged file may refuse even this
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        return translate(exc, self.path) if isinstance(exc, sqlite3.Error) else exc
+
+    def checkpoint(self, mode: str = "TRUNCATE") -> bool:
+        """Copy the WAL into the database (``PASSIVE``: what no reader needs, without waiting;
+        ``TRUNCATE``: all of it, then empty the WAL file, freeing its space). Best effort:
+        returns whether it completed."""
+        if self.memory:
+            return False
+        with self.lock:
+            try:
+                busy = self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+            except sqlite3.Error:
+                return False
+        return not busy
 
     def on_commit(self, listener: Callable[[set[str]], None]) -> Callable[[], None]:
         """Call ``listener`` after each write transaction of this process commits, with the

@@ -25,7 +25,10 @@ from evq.eventlog.errors import (
     JobFailed,
     NotFound,
     StoreBusy,
+    StoreCorrupt,
     StoreError,
+    StoreFull,
+    StoreMissing,
     UnknownJob,
 )
 
@@ -68,7 +71,10 @@ __all__ = [
     "NotFound",
     "Queue",
     "StoreBusy",
+    "StoreCorrupt",
     "StoreError",
+    "StoreFull",
+    "StoreMissing",
     "UnknownJob",
     "Worker",
     "connect",

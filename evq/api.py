@@ -47,9 +47,10 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get("EVQ_URL") or DEFAULT_URL
 
 
-def connect(url: str | None = None) -> Queue:
-    """Open the queue at ``url`` (default: ``EVQ_URL``, else the SQLite file ``evq.db``)."""
-    return Queue(open_store(resolve_url(url)))
+def connect(url: str | None = None, *, create: bool = True) -> Queue:
+    """Open the queue at ``url`` (default: ``EVQ_URL``, else the SQLite file ``evq.db``),
+    creating it if it does not exist, or with ``create=False`` raising ``StoreMissing``."""
+    return Queue(open_store(resolve_url(url), create=create))
 
 
 _default: Queue | None = None

@@ -66,14 +66,9 @@ def _table(conn: sqlite3.Connection, name: str) -> Table:
 
 def take(log: SqliteLog, *, now: float | None = None) -> tuple[int, int, int]:
     """Record the current projections; returns ``(seq, jobs, compressed bytes)``."""
-    with log.lock:
-        log.conn.execute("BEGIN")  # one read transaction: every table at the same position
-        try:
-            seq = log.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-            body = {name: _table(log.conn, name)
-                    for name in ("jobs", *counter_tables(log.conn))}
-        finally:
-            log.conn.execute("COMMIT")
+    with log.reading() as conn:  # every table at the same position
+        seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        body = {name: _table(conn, name) for name in ("jobs", *counter_tables(conn))}
     blob = zlib.compress(msgspec.msgpack.encode(body), 1)
     jobs = len(body["jobs"][1])
     with log.transaction() as conn:

@@ -332,8 +332,8 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-StoreFactory = Callable[[str, dict[str, str]], Store]
-"""Opens the store of a URL, given the URL and its query options."""
+StoreFactory = Callable[[str, dict[str, str], bool], Store]
+"""Opens the store of a URL, given the URL, its query options and whether to create it."""
 
 _FACTORIES: dict[str, tuple[StoreFactory, str]] = {}
 
@@ -344,8 +344,10 @@ def register_store(scheme: str, factory: StoreFactory, example: str) -> None:
     _FACTORIES[scheme] = (factory, example)
 
 
-def open_store(url: str) -> Store:
-    """Open the store a URL names (``sqlite:///path``, ``memory://``, or a plain file path)."""
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open the store a URL names (``sqlite:///path``, ``memory://``, or a plain file path).
+    ``create=False``: a store that does not exist yet is an error
+    (:class:`~evq.eventlog.errors.StoreMissing`) instead of a new empty one."""
     if "://" not in url:
         url = "sqlite:///" + url
     parts = urlsplit(url)
@@ -353,16 +355,16 @@ def open_store(url: str) -> Store:
     if found is None:
         examples = " or ".join(e for _, e in _FACTORIES.values())
         raise ConfigError(f"unknown store URL scheme {parts.scheme!r} in {url!r}: use {examples}")
-    return found[0](url, dict(parse_qsl(parts.query)))
+    return found[0](url, dict(parse_qsl(parts.query)), create)
 
 
-def _open_memory(url: str, options: dict[str, str]) -> Store:
+def _open_memory(url: str, options: dict[str, str], _create: bool) -> Store:
     if options:
         raise ConfigError(f"{url!r}: unknown option {', '.join(sorted(options))}")
     return Store(SqliteLog(":memory:"), url)
 
 
-def _open_sqlite(url: str, options: dict[str, str]) -> Store:
+def _open_sqlite(url: str, options: dict[str, str], create: bool) -> Store:
     path = sqlite_path(url)
     unknown = options.keys() - {"synchronous", "busy_timeout"}
     if unknown:
@@ -372,7 +374,7 @@ def _open_sqlite(url: str, options: dict[str, str]) -> Store:
     except ValueError:
         raise ConfigError(f"{url!r}: busy_timeout must be a number of seconds") from None
     return Store(SqliteLog(path, synchronous=options.get("synchronous", "NORMAL"),
-                           busy_timeout=busy), url)
+                           busy_timeout=busy, create=create), url)
 
 
 register_store("sqlite", _open_sqlite, "sqlite:///path/to/evq.db")

@@ -34,6 +34,7 @@ from tests.test_e2e import APP, ROOT, Evq, run_evq
 db, url, q, spawn = e2e.db, e2e.url, e2e.q, e2e.spawn
 
 pytestmark = pytest.mark.slow
+JOBS_ON_A_SMALL_DISK = 500
 
 
 def log_rows(db: Path) -> list[tuple[int, str, int, dict[str, Any]]]:
@@ -229,9 +230,18 @@ def test_a_full_disk_fails_a_dispatch_cleanly(url: str, db: Path, q: evq.Queue) 
     proc = python(code, preexec=_file_size_limit(20_000, db))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
-    assert "evq.eventlog.errors.StoreError" in err and "nothing was written" in err
+    assert "evq.eventlog.errors.StoreFull" in err and "nothing was written" in err
     assert q.store.log.last_seq() == before
     verify(url, db)
+
+
+def _line_with(text: str, proc: subprocess.Popen[str]) -> str:
+    """Read ``proc``'s stderr up to the first line that holds ``text``; returns that line."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if text in line:
+            return line
+    raise AssertionError(f"the process ended without saying {text!r}")
 
 
 def test_a_worker_on_a_full_disk_waits_and_recovers(url: str, db: Path, q: evq.Queue) -> None:
@@ -241,12 +251,7 @@ def test_a_worker_on_a_full_disk_waits_and_recovers(url: str, db: Path, q: evq.Q
     proc = subprocess.Popen(evq_cmd, cwd=ROOT, text=True, stderr=subprocess.PIPE,
                             preexec_fn=_file_size_limit(0, db))
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        while "will retry" not in line:
-            assert line, "the worker ended"
-            line = proc.stderr.readline()
-        assert "a write failed" in line and proc.poll() is None
+        assert "a write failed" in _line_with("will retry", proc) and proc.poll() is None
         assert succeeded(db) == 0
         unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
         resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, unlimited)  # space is back
@@ -361,3 +366,73 @@ def test_a_second_signal_stops_the_supervisor_at_once(url: str, q: evq.Queue,
     assert time.monotonic() - signalled < 10 and "Traceback" not in supervisor.stderr
     # stopped at once: the jobs stay held until their leases expire, as after a crash
     assert {q.job(i).state for i in ids} <= {"leased", "running"}
+
+
+# -- a small full filesystem ------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MB tmpfs (needs the right to mount, as root in a container has)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder: Path, leave: int) -> Path:
+    """A file that takes every free byte of ``folder``'s filesystem but ``leave``."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_worker_on_a_full_filesystem_finishes_every_job_when_space_returns(
+        small_disk: Path, reaped: list[subprocess.Popen[str]]) -> None:
+    db = small_disk / "evq.db"
+    url = f"sqlite:///{db}"
+    q = evq.connect(url)
+    ids = q.dispatch_many([CliAdd(a=i, b=1) for i in range(JOBS_ON_A_SMALL_DISK)])
+    q.close()
+    filler = _fill(small_disk, leave=100_000)  # room to open the store, not to run the jobs
+    proc = subprocess.Popen([sys.executable, "-m", "evq.cli", "--url", url, "work", "--app", APP,
+                             "--sleep", "0.1", "--stop-when-empty"],
+                            cwd=ROOT, text=True, stderr=subprocess.PIPE)
+    reaped.append(proc)
+    _line_with("will retry", proc)
+    os.truncate(filler, max(0, filler.stat().st_size - 1_000_000))  # 1 MB comes back
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in rest
+    check_exactly_once(db, ids)
+    verify(url, db)
+
+
+def test_a_write_that_finds_the_disk_full_gives_back_the_space_of_the_wal(
+        small_disk: Path) -> None:
+    db = small_disk / "evq.db"
+    q = evq.connect(f"sqlite:///{db}")
+    try:
+        for i in range(100):  # one transaction each: the WAL grows (no checkpoint below 40 MB)
+            q.dispatch(CliAdd(a=i, b=1))
+        assert db.with_name(db.name + "-wal").stat().st_size > 500_000
+        filler = _fill(small_disk, leave=200_000)
+        with pytest.raises(evq.StoreFull, match="nothing was written"):
+            q.dispatch_many([CliAdd(a=i, b=2) for i in range(3000)])
+        os.truncate(filler, filler.stat().st_size - 300_000)  # less than 3,000 jobs need...
+        q.dispatch_many([CliAdd(a=i, b=2) for i in range(3000)])  # ...but enough to checkpoint
+        assert q.store.log.last_seq() == 3100
+    finally:
+        q.close()

@@ -34,7 +34,7 @@ from typing import TypeVar
 
 from msgspec.structs import replace
 
-from evq.eventlog.errors import EvqError, StoreError
+from evq.eventlog.errors import EvqError, StoreCorrupt, StoreError
 from evq.eventlog.events import (
     Event,
     JobLeased,
@@ -131,6 +131,7 @@ class Worker:
         self._watcher: Watch | None = None
         self._next_heartbeat = 0.0
         self._next_expiry_check = 0.0
+        self._write_failures = 0  # writes refused in a row (locked, disk full)
 
     # -- control -------------------------------------------------------------------------------
 
@@ -205,6 +206,8 @@ class Worker:
                 if busy or self._outbox or (self._poked and limit):
                     self._poked = False
                     continue
+                if idle:  # copy the WAL back while nothing else is to do, so that it stays small
+                    self.store.log.checkpoint("PASSIVE")
                 self._idle = idle
                 if self._watcher and limit:  # a change in the store may bring work
                     self._watcher.arm()
@@ -255,6 +258,8 @@ class Worker:
     # -- claiming ------------------------------------------------------------------------------
 
     def _claim(self, limit: int, now: float) -> bool:
+        if self._write_failures and self._outbox:
+            return False  # outcomes first: new claims would take the space they need
         lease_until = now + self.lease
 
         def lease(row: JobRow) -> list[Event]:
@@ -307,13 +312,28 @@ class Worker:
         return bool(events)
 
     def _write(self, fn: Callable[[], _T], failed: _F) -> _T | _F:
+        """Run one write; if the store refuses it for now (locked, full), wait a backoff that
+        doubles per failure in a row and return ``failed``. A damaged store stops the worker at
+        once: nothing it runs could be recorded."""
         try:
-            return fn()
-        except StoreError as exc:  # locked past the busy timeout, disk full...: try later
-            log.warning("store write failed, will retry: %s", exc)
+            result = fn()
+        except StoreCorrupt:
             with self._cv:
-                self._cv.wait(min(self.sleep, 1.0))
+                self._hard_stop = True
+                self._cv.notify_all()
+            raise
+        except StoreError as exc:
+            self._write_failures += 1
+            log.warning("store write failed (%d in a row), will retry, claiming no jobs "
+                        "meanwhile: %s", self._write_failures, exc)
+            with self._cv:
+                self._cv.wait(min(0.05 * 2 ** min(self._write_failures, 10),
+                                  max(self.sleep, 1.0)))
             return failed
+        if self._write_failures:
+            log.warning("store writes work again, after %d failures", self._write_failures)
+            self._write_failures = 0
+        return result
 
     # -- leases and timeouts -------------------------------------------------------------------
 
