@@ -20,11 +20,16 @@ def parse_time(text: str, *, now: float | None = None) -> float:
     if m:
         return now - float(m.group(1)) * _UNIT[m.group(2)]
     try:
-        return datetime.fromisoformat(text.strip()).timestamp()
+        when = datetime.fromisoformat(text.strip())
     except ValueError:
         raise InvalidArguments(f"{text!r} is not a time: use ISO 8601 (2026-11-25T10:00, "
                                "with or without an offset) or a relative time such as 30m, 2h, "
                                "1d") from None
+    try:
+        return when.timestamp()
+    except (ValueError, OverflowError, OSError):  # local time near year 1 or 9999
+        raise InvalidArguments(f"{text!r} is out of range: use a time after 1970-01-01 and "
+                               "before the year 10000") from None
 
 
 def parse_point(text: str, *, now: float | None = None) -> tuple[int | None, float | None]:

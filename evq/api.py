@@ -121,10 +121,11 @@ class Queue:
         ``timed_out()``, every step in the log. Returns its result, or raises what the last
         attempt raised (``evq.JobFailed`` for ``SystemExit`` and the like, which must not end
         the caller)."""
-        from evq.workers.execute import AsyncRunner, run
+        from evq.workers.execute import AsyncRunner, run, timed_out
 
-        name = f"sync:{socket.gethostname()}:{os.getpid()}"
-        row = self.job(self.dispatch(job))
+        worker = f"sync:{socket.gethostname()}:{os.getpid()}"
+        with self.store.log.transaction():  # leased with its dispatch: no worker can claim it
+            row = self._start_here(self.job(self.dispatch(job)), worker)
         runner: AsyncRunner | None = None
 
         def async_runner() -> AsyncRunner:
@@ -134,19 +135,17 @@ class Queue:
 
         try:
             while True:
-                now = time.time()
-                self.store.append([
-                    JobLeased(job_id=row.id, ts=now, worker=name, attempt=row.attempt + 1,
-                              lease_expires=now + (row.timeout or 0) + 3600),
-                    JobStarted(job_id=row.id, ts=now, attempt=row.attempt + 1, worker=name)])
-                row = self.job(row.id)
-                outcome = run(row, now, async_runner, lambda: None)
+                started = time.time()
+                outcome = run(row, started, async_runner, lambda: None)
+                if row.timeout is not None and time.time() - started >= row.timeout:
+                    outcome = timed_out(row, job)  # a sync job cannot be stopped here: it ran
                 self.store.append(outcome.events)
                 if outcome.hook is not None:
                     outcome.hook()
                 row = self.job(row.id)
                 if row.state != PENDING:
                     break
+                row = self._start_here(row, worker)
         finally:
             if runner is not None:
                 runner.close()
@@ -157,6 +156,16 @@ class Queue:
             raise error
         raise JobFailed(f"{row.name} job {row.id} failed: {row.error_type}: {row.error}",
                         error_type=row.error_type or "", message=row.error or "") from error
+
+    def _start_here(self, row: JobRow, worker: str) -> JobRow:
+        """Lease and start the next attempt of ``row`` in this thread (``dispatch_sync``)."""
+        now = time.time()
+        attempt = row.attempt + 1
+        self.store.append([
+            JobLeased(job_id=row.id, ts=now, worker=worker, attempt=attempt,
+                      lease_expires=now + (row.timeout or 0) + 3600),
+            JobStarted(job_id=row.id, ts=now, attempt=attempt, worker=worker)])
+        return self.job(row.id)
 
     def dispatch_json(self, name: str, arguments: bytes | str, **options: Any) -> int:
         """Dispatch the job registered as ``name`` with arguments given as a JSON object."""

@@ -248,6 +248,17 @@ def test_arguments_nested_too_deeply_are_refused(queue: evq.Queue, depth: int) -
     assert queue.store.log.last_seq() == before
 
 
+def test_arguments_nested_one_too_deeply_are_refused_whatever_the_brackets(
+        queue: evq.Queue) -> None:
+    objects: Any = "{not [a bracket"
+    for _ in range(32):
+        objects = {"k": [objects]}  # 64 deep, 65 with the outer {"value"}
+    hiding = ["]" * 100, nested(70), "[" * 100]  # brackets in strings do not hide the depth
+    for value in (nested(64), objects, [nested(63), "]]]]"], hiding, ['\\"]]', nested(64)]):
+        with pytest.raises(InvalidArguments, match="nested more than 64"):
+            queue.dispatch(Carry(value=value))
+
+
 def test_arguments_over_10_mb_are_refused(queue: evq.Queue) -> None:
     before = queue.store.log.last_seq()
     with pytest.raises(InvalidArguments, match="bytes"):
@@ -257,7 +268,9 @@ def test_arguments_over_10_mb_are_refused(queue: evq.Queue) -> None:
 
 def test_arguments_at_the_bounds_are_accepted(queue: evq.Queue) -> None:
     wide = [{"a": [1, {"b": 2}]} for _ in range(1000)]  # many brackets, little depth
-    for value in (nested(63), wide, "[[[[" * 100):
+    quoted = ['\\"' + "[" * 100, "\\" * 3 + "{[" * 50, {"k[[[[": "]]]" * 40}]  # escapes
+    deepest = [{"a": nested(61)}]  # 64 deep with the outer {"value": ...}
+    for value in (nested(63), wide, "[[[[" * 100, quoted, deepest):
         job_id = queue.dispatch(Carry(value=value))
         assert msgspec.json.decode(queue.job(job_id).payload) == {"value": value}
 

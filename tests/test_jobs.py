@@ -12,6 +12,7 @@ from helpers import event_types
 from jobs import (
     CALLS,
     FAILED_HOOK,
+    TIMED_OUT_HOOK,
     Add,
     AsyncAdd,
     Broken,
@@ -23,6 +24,8 @@ from jobs import (
     Flaky,
     LinearBackoffString,
     Noop,
+    SlowAsync,
+    SlowSync,
     core_plain,
     greet,
     multiply,
@@ -252,6 +255,26 @@ def test_dispatch_sync_uses_every_try_and_runs_failed_as_a_worker_does(
     [row] = queue.jobs("failed")
     assert (row.attempt, row.failures) == (3, 3)
     assert event_types(queue, row.id).count("JobRetryScheduled") == 2
+
+
+@pytest.mark.parametrize("slow", [SlowSync, SlowAsync])
+def test_dispatch_sync_of_a_job_past_its_timeout_is_timed_out_as_a_worker_does(
+        queue: evq.Queue, key: str, slow: type[SlowSync | SlowAsync]) -> None:
+    with pytest.raises(TimeoutError, match=r"timed out after 0\.2s"):
+        queue.dispatch_sync(slow(key=key))
+    assert TIMED_OUT_HOOK[key] == 1
+    [row] = queue.jobs("failed")
+    assert (row.error_type, event_types(queue, row.id)[-2:]) == (
+        "TimeoutError", ["JobTimedOut", "JobDead"])
+
+
+def test_a_worker_never_claims_a_job_dispatch_sync_runs(
+        queue: evq.Queue, second_connection: evq.Queue, worker_thread: Any) -> None:
+    worker_thread(second_connection.worker(sleep=0.01))
+    for i in range(40):
+        assert queue.dispatch_sync(Add(a=i, b=1)) == i + 1
+    workers = {r.worker for r in queue.jobs("succeeded", limit=100)}
+    assert len(workers) == 1 and workers.pop().startswith("sync:")
 
 
 @pytest.mark.parametrize("kind", ["exit", "interrupt", "custom"])
