@@ -113,7 +113,7 @@ def _write(target: Store, rows: dict[int, JobRow], deltas: Deltas,
     changed = [r for r in rows.values() if stored.get(r.id) != msgspec.structs.astuple(r)]
     before = {r.id: JobRow(*stored[r.id]) for r in changed if r.id in stored}
     target.tables.save(row_writes(changed, stored.keys() - rows.keys(), before))
-    snapshot.restore_counters(target.log.conn, counters)
+    snapshot.restore_counters(target.log, counters)
     target.tables.bump(deltas)
 
 

@@ -13,16 +13,16 @@ not block workers); only the insert of the finished blob takes the write lock.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
 
-from evq.eventlog.sqlite import SqliteLog, Where, run_script
+from evq.eventlog.sqlite import SqliteLog, Where
 
-from .model import JobRow
+from .model import COUNT_COLUMNS, JOB_COLUMNS, MINUTE_COLUMNS, WORKER_COLUMNS, JobRow
 
 SNAPSHOTS_DDL = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -33,9 +33,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
 )
 """
 
-# Tables that are not counters of the projections: the log, the job rows, and what this package
-# and the archive keep beside them. Every other table is a counter table (``bump`` adds to it).
-_NOT_COUNTERS = ("events", "jobs", "snapshots", "archive_segments", "archive_jobs")
+# The projection tables beside ``jobs`` (counters and the workers), with their columns: what a
+# snapshot holds and a replay rebuilds. A new projection table is added here.
+COUNTER_TABLES = {"counts": COUNT_COLUMNS, "minutes": MINUTE_COLUMNS, "workers": WORKER_COLUMNS}
 
 Table = tuple[list[str], list[tuple]]  # column names, rows
 _decoder = msgspec.msgpack.Decoder(dict[str, tuple[list[str], list[tuple]]])
@@ -51,42 +51,28 @@ class Snapshot:
     counters: dict[str, Table]
 
 
-def counter_tables(conn: sqlite3.Connection) -> list[str]:
-    """The tables that hold counters of the projections (not views, not the log or job rows)."""
-    return [n for (n,) in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-        f"AND name NOT IN ({', '.join('?' * len(_NOT_COUNTERS))}) ORDER BY name",
-        _NOT_COUNTERS)]
-
-
-def _table(conn: sqlite3.Connection, name: str) -> Table:
-    cur = conn.execute(f"SELECT * FROM {name} ORDER BY 1")
-    return [d[0] for d in cur.description], cur.fetchall()
+def _table(log: SqliteLog, name: str, columns: Sequence[str]) -> Table:
+    return list(columns), log.read_rows(f"SELECT {', '.join(columns)} FROM {name} ORDER BY 1")
 
 
 def take(log: SqliteLog, *, now: float | None = None) -> tuple[int, int, int]:
     """Record the current projections; returns ``(seq, jobs, compressed bytes)``."""
-    with log.reading() as conn:  # every table at the same position
-        seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-        body = {name: _table(conn, name) for name in ("jobs", *counter_tables(conn))}
+    with log.reading():  # every table at the same position
+        seq = log.last_seq()
+        body = {name: _table(log, name, columns)
+                for name, columns in {"jobs": JOB_COLUMNS, **COUNTER_TABLES}.items()}
     blob = zlib.compress(msgspec.msgpack.encode(body), 1)
     jobs = len(body["jobs"][1])
-    with log.transaction() as conn:
-        run_script(conn, SNAPSHOTS_DDL)
-        conn.execute("INSERT OR REPLACE INTO snapshots(seq, ts, jobs, body) VALUES (?, ?, ?, ?)",
-                     (seq, time.time() if now is None else now, jobs, blob))
+    with log.transaction():
+        log.execute("INSERT INTO snapshots(seq, ts, jobs, body) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(seq) DO UPDATE SET ts = excluded.ts, jobs = excluded.jobs, "
+                    "body = excluded.body", (seq, time.time() if now is None else now, jobs, blob))
     return seq, jobs, len(blob)
-
-
-def has_snapshots(log: SqliteLog) -> bool:
-    return bool(log.read_rows("SELECT 1 FROM sqlite_master WHERE name = 'snapshots'"))
 
 
 def newest(log: SqliteLog, *, at_or_before: int | None = None,
            ts_at_or_before: float | None = None) -> Snapshot | None:
     """The newest snapshot at or before a position (and taken at or before a time)."""
-    if not has_snapshots(log):
-        return None
     where = Where().given(("seq <= ?", at_or_before), ("ts <= ?", ts_at_or_before))
     got = log.read_rows(f"SELECT seq, ts, body FROM snapshots WHERE {where} "
                         "ORDER BY seq DESC LIMIT 1", where.params)
@@ -102,18 +88,16 @@ def newest(log: SqliteLog, *, at_or_before: int | None = None,
     return Snapshot(seq, ts, jobs, tables)
 
 
-def restore_counters(conn: sqlite3.Connection, counters: dict[str, Table]) -> None:
+def restore_counters(log: SqliteLog, counters: dict[str, Table]) -> None:
     """Empty every counter table and put a snapshot's rows back (inside a transaction)."""
-    for name in counter_tables(conn):
-        conn.execute(f"DELETE FROM {name}")
+    for name in COUNTER_TABLES:
+        log.execute(f"DELETE FROM {name}")
         columns, rows = counters.get(name, ([], []))
         if rows:
-            conn.executemany(f"INSERT INTO {name}({', '.join(columns)}) "
-                             f"VALUES ({', '.join('?' * len(columns))})", rows)
+            log.executemany(f"INSERT INTO {name}({', '.join(columns)}) "
+                            f"VALUES ({', '.join('?' * len(columns))})", rows)
 
 
 def listing(log: SqliteLog) -> list[tuple[int, float, int, int]]:
     """Every snapshot: ``(seq, ts, jobs, compressed bytes)``, oldest first."""
-    if not has_snapshots(log):
-        return []
     return log.read_rows("SELECT seq, ts, jobs, length(body) FROM snapshots ORDER BY seq")

@@ -33,6 +33,7 @@ from .model import (
     MinuteCounts,
     QueueCounts,
 )
+from .snapshot import SNAPSHOTS_DDL
 
 _COLS = ", ".join(JOB_COLUMNS)
 
@@ -150,6 +151,7 @@ class SqliteTables:
                                    if_not_exists=True)
         run_script(conn, INDEXES)
         run_script(conn, VIEWS)
+        run_script(conn, SNAPSHOTS_DDL)
 
     # -- writes (inside a transaction) ---------------------------------------------------------
 
