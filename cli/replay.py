@@ -114,13 +114,12 @@ def replay(
 
 
 def _verify(q: Any, pos: int | None, ts: float | None, as_json: bool) -> None:
-    from evq.eventlog.sqlite import SqliteLog
     from evq.projections.replay import replay as run
     from evq.projections.store import Store
 
-    aside = Store(SqliteLog(":memory:"), "memory://")
+    aside = Store.in_memory()
     try:
-        with q.store.log.transaction(), _ProgressBar() as progress:
+        with q.store.log.exclusive(), _ProgressBar() as progress:
             run(q.store, into=aside, since=pos, since_ts=ts, progress=progress)
             differences = q.store.differences(aside)
     finally:

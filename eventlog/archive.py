@@ -26,7 +26,7 @@ import msgspec
 
 from .codec import Record, decode
 from .errors import DecodeError
-from .sqlite import SqliteLog, Where, run_script
+from .sqllog import NOT_DISPATCH, SqlLog, Where
 
 ARCHIVE_DDL = """
 CREATE TABLE IF NOT EXISTS archive_segments (
@@ -51,8 +51,6 @@ CREATE TABLE IF NOT EXISTS archive_jobs (
 # holds the write lock for milliseconds.
 SEGMENT_JOBS = 128
 
-NOT_DISPATCH = "type <> 'JobDispatched'"  # the condition of the index of events by job
-
 Row = tuple[int, float, str, int, str | None, str]  # seq, ts, type, job_id, queue, body
 Brief = tuple[int, float, str]  # seq, ts, body: all that replay needs to apply an event
 
@@ -70,9 +68,9 @@ _encode_line = msgspec.json.Encoder().encode
 _decode_lines = msgspec.json.Decoder(list[_Line])
 
 
-def has_archive(log: SqliteLog) -> bool:
+def has_archive(log: SqlLog) -> bool:
     """Whether the store has archive tables (they are created by the first archive run)."""
-    return bool(log.read_rows("SELECT 1 FROM sqlite_master WHERE name = 'archive_segments'"))
+    return log.has_table("archive_segments")
 
 
 def pack(rows: Sequence[Row]) -> bytes:
@@ -99,46 +97,47 @@ class Moved:
     stored_bytes: int = 0
 
 
-def archive(log: SqliteLog, job_ids: Iterable[int], *, now: float) -> Moved:
+def archive(log: SqlLog, job_ids: Iterable[int], *, now: float) -> Moved:
     """Move every live event of ``job_ids`` into new segments of ``SEGMENT_JOBS`` jobs, one
     write transaction per segment (so workers wait at most one segment's move)."""
     moved = Moved()
-    with log.transaction() as conn:
-        run_script(conn, ARCHIVE_DDL)
+    with log.transaction():
+        log.run_script(ARCHIVE_DDL)
     ids = sorted(set(job_ids))
     for i in range(0, len(ids), SEGMENT_JOBS):
         _move(log, ids[i:i + SEGMENT_JOBS], now, moved)
     return moved
 
 
-def _move(log: SqliteLog, job_ids: list[int], now: float, moved: Moved) -> None:
-    with log.transaction() as conn:
+def _move(log: SqlLog, job_ids: list[int], now: float, moved: Moved) -> None:
+    with log.transaction():
+        log.lock_appends()  # archivers take turns: two must not move the same events
         rows: list[Row] = []
         for i in range(0, len(job_ids), 500):
             part = job_ids[i:i + 500]
             marks = ",".join("?" * len(part))
             # a job's JobDispatched sits at the job's id; the index by job may leave it out
-            rows.extend(conn.execute(
+            rows.extend(log.execute(
                 "SELECT seq, ts, type, job_id, queue, body FROM events "
                 f"WHERE (seq IN ({marks}) AND type = 'JobDispatched') "
                 f"OR (job_id IN ({marks}) AND {NOT_DISPATCH})", part + part))
         # The newest event stays in the log: the next position is one past the largest there.
-        (newest,), = conn.execute("SELECT coalesce(max(seq), 0) FROM events")
+        (newest,), = log.execute("SELECT coalesce(max(seq), 0) FROM events")
         keep = {r[3] for r in rows if r[0] == newest}
         rows = sorted(r for r in rows if r[3] not in keep)
         if not rows:
             return
         blob = pack(rows)
-        cur = conn.execute(
-            "INSERT INTO archive_segments(first_seq, last_seq, first_ts, last_ts, events, "
-            "created, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (segment,), = log.execute(
+            "INSERT INTO archive_segments(id, first_seq, last_seq, first_ts, last_ts, events, "
+            "created, body) VALUES ((SELECT coalesce(max(id), 0) + 1 FROM archive_segments), "
+            "?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (rows[0][0], rows[-1][0], min(r[1] for r in rows), max(r[1] for r in rows),
              len(rows), now, blob))
-        segment = cur.lastrowid
         present = sorted({r[3] for r in rows})
-        conn.executemany("INSERT OR IGNORE INTO archive_jobs(job_id, segment) VALUES (?, ?)",
-                         [(j, segment) for j in present])
-        conn.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
+        log.executemany("INSERT INTO archive_jobs(job_id, segment) VALUES (?, ?) "
+                        "ON CONFLICT DO NOTHING", [(j, segment) for j in present])
+        log.executemany("DELETE FROM events WHERE seq = ?", [(r[0],) for r in rows])
         moved.jobs += len(present)
         moved.events += len(rows)
         moved.segments += 1
@@ -146,7 +145,7 @@ def _move(log: SqliteLog, job_ids: list[int], now: float, moved: Moved) -> None:
         moved.stored_bytes += len(blob)
 
 
-def archived_rows(log: SqliteLog, *, since: int = 0, until: int | None = None,
+def archived_rows(log: SqlLog, *, since: int = 0, until: int | None = None,
                   job_id: int | None = None, since_ts: float | None = None,
                   until_ts: float | None = None) -> Iterator[Row]:
     """Archived rows in ``seq`` order, after ``since`` and up to ``until``, one segment decoded
@@ -194,7 +193,7 @@ def _merge_lazily(segments: list[tuple[int, int]],
             heapq.heappush(heap, (following, key, it))
 
 
-def live_rows(log: SqliteLog, *, since: int = 0, until: int | None = None,
+def live_rows(log: SqlLog, *, since: int = 0, until: int | None = None,
               chunk: int = 20_000, brief: bool = False) -> Iterator[Any]:
     """Rows (or with ``brief``, :data:`Brief` rows: half the reading) of the live ``events``
     table in ``seq`` order, read in chunks."""
@@ -209,7 +208,7 @@ def live_rows(log: SqliteLog, *, since: int = 0, until: int | None = None,
         since = got[-1][0]
 
 
-def rows(log: SqliteLog, *, since: int = 0, until: int | None = None,
+def rows(log: SqlLog, *, since: int = 0, until: int | None = None,
          brief: bool = False) -> Iterator[Any]:
     """Every stored row (or :data:`Brief` row), archived or live, in ``seq`` order: what
     replay reads."""
@@ -219,12 +218,12 @@ def rows(log: SqliteLog, *, since: int = 0, until: int | None = None,
     return heapq.merge(archived, live_rows(log, since=since, until=until, brief=brief))
 
 
-def read(log: SqliteLog, *, since: int = 0, until: int | None = None,
+def read(log: SqlLog, *, since: int = 0, until: int | None = None,
          job_id: int | None = None, since_ts: float | None = None,
          until_ts: float | None = None, types: Sequence[str] = (), queue: str | None = None,
          limit: int | None = None) -> Iterator[Record]:
     """The events of the log and of its archive merged in ``seq`` order, with the filters of
-    :meth:`SqliteLog.read`."""
+    :meth:`SqlLog.read`."""
     live = log.read(since=since, until=until, job_id=job_id, since_ts=since_ts,
                     until_ts=until_ts, types=types, queue=queue, limit=limit)
     old = _records(r for r in archived_rows(log, since=since, until=until, job_id=job_id,

@@ -12,42 +12,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
-from msgspec.structs import replace
-
-from .codec import Record, decode, encode
-from .errors import DecodeError, StoreBusy, StoreCorrupt, StoreError, StoreFull, StoreMissing
-from .events import Event, JobDispatched
+from .errors import StoreBusy, StoreCorrupt, StoreError, StoreFull, StoreMissing
+from .sqllog import EVENTS_DDL, SCHEMA_VERSION, SqlLog
+from .wake import ReadySignals
 
 _T = TypeVar("_T")
-
-SCHEMA_VERSION = 3  # 2: the workers table; 3: the minutes table
-
-# A job's id is the position of its JobDispatched event, so that event needs no entry in the index
-# of events by job (one page less per dispatch); reads by job look it up by position instead.
-NOT_DISPATCH = "type <> 'JobDispatched'"
-_BY_JOB = f"((seq = ? AND type = 'JobDispatched') OR (job_id = ? AND {NOT_DISPATCH}))"
-
-EVENTS_DDL = f"""
-CREATE TABLE IF NOT EXISTS events (
-    seq    INTEGER PRIMARY KEY,                -- position in the log, in commit order
-    ts     REAL NOT NULL,                      -- when the event happened (unix seconds)
-    type   TEXT NOT NULL,                      -- the event type, e.g. 'JobDispatched'
-    job_id INTEGER NOT NULL,
-    queue  TEXT,
-    body   TEXT NOT NULL                       -- the whole event as JSON
-);
-CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq) WHERE {NOT_DISPATCH};
-"""
-
-# Events are appended within moments of their ``ts`` (an outcome waits at most one group
-# commit), so ``ts`` rises with ``seq`` up to this many seconds; times are found by bisecting
-# ``seq`` instead of keeping an index on ``ts``, which would cost every append a page write.
-TS_DISORDER = 60.0
 
 # SQLite copies the WAL back into the database (a checkpoint, with two fsyncs) once it holds this
 # many pages; its default of 1,000 (4 MB) made every ~100th single dispatch pay for one, and
@@ -129,59 +103,20 @@ def _uri(path: str, mode: str) -> str:
     return f"file:{quote(str(Path(path).resolve()))}?mode={mode}"
 
 
-class Where:
-    """A WHERE clause built from conditions, each with its parameters; ``str()`` joins them."""
-
-    def __init__(self, *conditions: str, params: Sequence[object] = ()) -> None:
-        self.clauses = list(conditions) or ["1"]
-        self.params = list(params)
-
-    def add(self, clause: str, *params: object) -> Where:
-        self.clauses.append(clause)
-        self.params.extend(params)
-        return self
-
-    def given(self, *pairs: tuple[str, object]) -> Where:
-        """Add each ``(clause, value)`` whose value is not None (a filter that was given)."""
-        for clause, value in pairs:
-            if value is not None:
-                self.add(clause, value)
-        return self
-
-    def among(self, column: str, values: Sequence[object]) -> Where:
-        """``column IN (values)``, if there are values."""
-        if values:
-            self.add(f"{column} IN ({','.join('?' * len(values))})", *values)
-        return self
-
-    def __str__(self) -> str:
-        return " AND ".join(self.clauses)
-
-
-def run_script(conn: sqlite3.Connection, script: str) -> None:
-    """Run ``;``-separated statements inside the open transaction (``executescript`` would
-    commit it first)."""
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-class SqliteLog:
+class SqliteLog(SqlLog):
     """An append-only log of events in a SQLite database, with one connection and its lock."""
 
     def __init__(self, path: str, *, synchronous: str = "NORMAL", busy_timeout: float = 5.0,
                  readonly: bool = False, create: bool = True) -> None:
         """``readonly``: refuse every write; ``create=False``: the file must exist already (a
         read-only connection never creates one)."""
-        self.path = path
+        super().__init__()
+        self.path = self.name = path
         self.busy_timeout = busy_timeout
         self.memory = path == ":memory:"
         self.lock = threading.RLock()
         self._in_tx = False
-        self._appended = False
-        self._woken: set[str] = set()
         self._full = False  # the last write failed for lack of space
-        self._on_commit: list[Callable[[set[str]], None]] = []
         if not self.memory and not readonly:
             folder = Path(path).resolve().parent
             if not folder.is_dir():
@@ -239,8 +174,7 @@ class SqliteLog:
                 self._full = not self.checkpoint()  # using the room freed since
             self._retry_busy(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             self._in_tx = True
-            self._appended = False
-            self._woken = set()
+            self._begun()
             try:
                 yield self.conn
                 self.conn.execute("COMMIT")
@@ -254,9 +188,11 @@ class SqliteLog:
                 raise error from None
             finally:
                 self._in_tx = False
-        if self._appended:
-            for listener in self._on_commit:
-                listener(woken)
+        self._committed(woken)
+
+    def exclusive(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction: SQLite's write lock already keeps every other writer out."""
+        return self.transaction()
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -296,18 +232,9 @@ class SqliteLog:
                 return False
         return not busy
 
-    def on_commit(self, listener: Callable[[set[str]], None]) -> Callable[[], None]:
-        """Call ``listener`` after each write transaction of this process commits, with the
-        queues in which it made work ready; returns the function that stops it."""
-        self._on_commit.append(listener)
-        return lambda: self._on_commit.remove(listener)
-
-    def wake_after_commit(self, queues: Iterable[str]) -> None:
-        """Inside a transaction: say that it makes work ready in ``queues``."""
-        self._woken.update(queues)
-
-    # The statements of the layers above go through these three, with ``?`` placeholders, so
-    # that another SQL store can run the same texts.
+    def signals(self) -> ReadySignals | None:
+        """Files beside the database that other processes watch (none for ``:memory:``)."""
+        return None if self.memory else ReadySignals(self.path)
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Run one statement inside :meth:`transaction`; returns the rows it gives."""
@@ -321,6 +248,22 @@ class SqliteLog:
     def index_hint(index: str | None) -> str:
         """The clause that makes a query use ``index`` (SQLite picks a worse plan for some)."""
         return f" INDEXED BY {index}" if index else ""
+
+    def run_script(self, script: str) -> None:
+        """Run ``;``-separated statements inside the open transaction (``executescript`` would
+        commit it first)."""
+        for statement in script.split(";"):
+            if statement.strip():
+                self.conn.execute(statement)
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.read_rows("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)))
+
+    def create_table(self, name: str, columns: dict[str, type], pk: Sequence[str]) -> None:
+        import sqlite_utils  # only when a store is created: it takes 100 ms to import
+
+        sqlite_utils.Database(self.conn).table(name).create(
+            columns, pk=pk[0] if len(pk) == 1 else tuple(pk), if_not_exists=True)
 
     def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Run one read query under the connection's lock, with errors translated."""
@@ -348,102 +291,18 @@ class SqliteLog:
 
     # -- schema --------------------------------------------------------------------------------
 
-    def migrate(self, create_tables: Callable[[sqlite3.Connection], None]) -> int:
-        """Create the log and the tables of ``create_tables`` that are missing; refuse newer
-        schemas. Returns the version the store had (0: new, ``SCHEMA_VERSION``: current)."""
+    def migrate(self, create_tables: Callable[[], None], *, upgrade: bool = True) -> int:
         version = self.read_rows("PRAGMA user_version")[0][0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has schema version {version}; this evq knows "
-                             f"{SCHEMA_VERSION}: upgrade evq")
+        self._check_version(version, upgrade=upgrade)
         if version == SCHEMA_VERSION:
             return version
         with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:
-                run_script(conn, EVENTS_DDL)
-                create_tables(conn)
+                self.run_script(EVENTS_DDL)
+                create_tables()
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return version
-
-    # -- the log -------------------------------------------------------------------------------
-
-    def append(self, events: Sequence[Event], queues: Sequence[str | None]) -> list[Record]:
-        """Append events (inside :meth:`transaction`); returns them as stored, with their
-        positions, an event with ``job_id`` 0 having taken its position as its job id."""
-        # Appends hold the write lock and no event is ever deleted (archiving keeps the newest),
-        # so the next position is one past the largest: no AUTOINCREMENT, whose sqlite_sequence
-        # row would cost every transaction one more page.
-        seq = self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-        records: list[Record] = []
-        rows = []
-        for e, q in zip(events, queues, strict=True):
-            seq += 1
-            if isinstance(e, JobDispatched):
-                if e.job_id not in (0, seq):
-                    raise ValueError(f"a JobDispatched takes its position as its job id: "
-                                     f"{e.job_id} given at position {seq}")
-                e = replace(e, job_id=seq)
-            records.append(Record(seq, e))  # type: ignore[arg-type]
-            rows.append((seq, e.ts, e.__struct_config__.tag, e.job_id, q, encode(e).decode()))
-        self.conn.executemany("INSERT INTO events(seq, ts, type, job_id, queue, body) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", rows)
-        self._appended = self._appended or bool(rows)
-        return records
-
-    def read(self, *, since: int = 0, until: int | None = None, job_id: int | None = None,
-             since_ts: float | None = None, until_ts: float | None = None,
-             types: Sequence[str] = (), queue: str | None = None, limit: int | None = None,
-             chunk: int = 10_000) -> Iterator[Record]:
-        """Events in log order after position ``since``, filtered; read in chunks."""
-        if since_ts is not None:
-            since = max(since, self.seq_before(since_ts - TS_DISORDER))
-        if until_ts is not None:
-            bound = self.seq_before(until_ts + TS_DISORDER, after=True)
-            until = bound if until is None else min(until, bound)
-        where = Where("seq > ?", params=[since])
-        if job_id is not None:
-            where.add(_BY_JOB, job_id, job_id)
-        where.given(("seq <= ?", until), ("ts >= ?", since_ts), ("ts <= ?", until_ts),
-                    ("queue = ?", queue)).among("type", types)
-        params = where.params
-        left = limit
-        while left is None or left > 0:
-            n = chunk if left is None else min(chunk, left)
-            rows = self.read_rows(f"SELECT seq, body FROM events WHERE {where} "
-                                  f"ORDER BY seq LIMIT {n}", params)
-            for seq, body in rows:
-                try:
-                    yield Record(seq, decode(body))
-                except DecodeError as exc:
-                    raise DecodeError(f"event at seq {seq}: {exc}") from None
-            if len(rows) < n:
-                return
-            params[0] = rows[-1][0]
-            if left is not None:
-                left -= len(rows)
-
-    def seq_before(self, ts: float, *, after: bool = False) -> int:
-        """By bisection on ``seq``: the last position whose event is older than ``ts`` (0 if
-        none), or with ``after``, the first one at or past ``ts`` (the end if none)."""
-        lo, hi = self.read_rows("SELECT coalesce(min(seq), 1), coalesce(max(seq), 0) "
-                                "FROM events")[0]
-        first, last = lo, hi
-        while lo <= hi:  # find the first seq whose ts >= ts; positions may have gaps
-            mid = (lo + hi) // 2
-            got = self.read_rows("SELECT seq, ts FROM events WHERE seq >= ? ORDER BY seq "
-                                 "LIMIT 1", (mid,))
-            if not got or got[0][1] >= ts:
-                hi = mid - 1
-            else:
-                lo = got[0][0] + 1
-        # lo is now the first position (or gap before it) with ts >= ts
-        if after:
-            return min(lo, last) if lo <= last else last
-        return max(lo - 1, first - 1, 0)
-
-    def last_seq(self) -> int:
-        """The position of the newest event (0 for an empty log)."""
-        return self.read_rows("SELECT coalesce(max(seq), 0) FROM events")[0][0]
 
     def close(self) -> None:
         with self.lock:

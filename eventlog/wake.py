@@ -139,6 +139,7 @@ class ReadySignals:
     one that cannot be written is dropped (the workers' fallback poll covers it)."""
 
     def __init__(self, db_path: str) -> None:
+        self.db_path = db_path
         path = Path(db_path).resolve()
         self.folder = path.with_name(path.name + "-ready")
         self._paths: dict[str, str] = {}  # queue -> its file, once made
@@ -161,6 +162,9 @@ class ReadySignals:
             except OSError as exc:
                 self._paths.pop(queue, None)
                 log.debug("cannot signal work in queue %r: %s", queue, exc)
+
+    def watch_all(self, on_change: Callable[[], None]) -> FileWatcher:
+        return database_watcher(self.db_path, on_change)
 
     def watch(self, queues: Iterable[str], on_change: Callable[[], None]) -> FileWatcher:
         with contextlib.suppress(OSError):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import msgspec
 
 from evq.eventlog.events import JobDispatched
-from evq.eventlog.sqlite import Where
+from evq.eventlog.sqllog import Where
 from evq.projections.model import JOB_COLUMNS, JobRow
 from evq.projections.store import Store
 from evq.projections.tables import LINKS_INDEX

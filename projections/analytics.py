@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from evq.eventlog.sqlite import SqliteLog
+from evq.eventlog.sqllog import SqlLog
 
 from .model import CANCELLED, FAILED, SUCCEEDED
 
@@ -55,7 +55,7 @@ class _Group:
         }
 
 
-def recent(log: SqliteLog, now: float, window: int = WINDOW) -> dict[str, Any]:
+def recent(log: SqlLog, now: float, window: int = WINDOW) -> dict[str, Any]:
     """Figures per queue and per job type over the newest ``window`` jobs."""
     rows = log.read_rows(
         "SELECT queue, name, state, failures, attempt, wait, duration, finished_at, "

@@ -21,7 +21,7 @@ from evq.eventlog import archive
 from evq.eventlog.archive import Row, decode_row
 from evq.eventlog.codec import Record
 from evq.eventlog.errors import InvalidArguments
-from evq.eventlog.sqlite import SqliteLog
+from evq.eventlog.sqllog import SqlLog
 
 from . import snapshot
 from .apply import Deltas
@@ -121,7 +121,7 @@ def _min(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else min(a, b)
 
 
-def _copy(log: SqliteLog, rows: list[Row]) -> None:
+def _copy(log: SqlLog, rows: list[Row]) -> None:
     """Write stored rows as they are into ``log`` (inside its transaction), and empty ``rows``."""
     log.executemany("INSERT INTO events(seq, ts, type, job_id, queue, body) "
                     "VALUES (?, ?, ?, ?, ?, ?)", rows)
@@ -129,11 +129,12 @@ def _copy(log: SqliteLog, rows: list[Row]) -> None:
 
 
 @contextlib.contextmanager
-def _reading(log: SqliteLog, *, write: bool) -> Iterator[None]:
-    """The write lock (for a replay into the same store), or one read transaction."""
+def _reading(log: SqlLog, *, write: bool) -> Iterator[None]:
+    """An exclusive transaction (for a replay into the same store), or one read
+    transaction."""
     if write:
-        with log.transaction():
+        with log.exclusive():
             yield
         return
-    with log.reading():  # joins the write lock that ``Store.verify`` holds
+    with log.reading():  # joins the exclusive transaction that ``Store.verify`` holds
         yield

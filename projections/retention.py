@@ -17,7 +17,7 @@ from collections.abc import Callable
 from evq.eventlog import archive
 from evq.eventlog.archive import NOT_DISPATCH, Moved
 from evq.eventlog.errors import EvqError
-from evq.eventlog.sqlite import SqliteLog
+from evq.eventlog.sqllog import SqlLog
 
 from .model import FINISHED
 
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 _FINISHED = ", ".join(f"'{s}'" for s in FINISHED)
 
 
-def archivable(log: SqliteLog, before: float) -> list[int]:
+def archivable(log: SqlLog, before: float) -> list[int]:
     """Jobs with live events that finished, or left the projections, before ``before``."""
     finished = log.read_rows(
         f"SELECT id FROM jobs WHERE state IN ({_FINISHED}) AND finished_at < ? "
@@ -38,7 +38,7 @@ def archivable(log: SqliteLog, before: float) -> list[int]:
     return sorted({i for (i,) in finished} | {i for (i,) in removed})
 
 
-def archive_finished(log: SqliteLog, before: float, *, now: float | None = None) -> Moved:
+def archive_finished(log: SqlLog, before: float, *, now: float | None = None) -> Moved:
     """Move the events of every job finished before ``before`` into archive segments."""
     return archive.archive(log, archivable(log, before), now=time.time() if now is None else now)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from evq.eventlog.sqlite import SqliteLog, Where
+from evq.eventlog.sqllog import SqlLog, Where
 
 from .model import COUNT_COLUMNS, JOB_COLUMNS, MINUTE_COLUMNS, WORKER_COLUMNS, JobRow
 
@@ -51,11 +51,11 @@ class Snapshot:
     counters: dict[str, Table]
 
 
-def _table(log: SqliteLog, name: str, columns: Sequence[str]) -> Table:
+def _table(log: SqlLog, name: str, columns: Sequence[str]) -> Table:
     return list(columns), log.read_rows(f"SELECT {', '.join(columns)} FROM {name} ORDER BY 1")
 
 
-def take(log: SqliteLog, *, now: float | None = None) -> tuple[int, int, int]:
+def take(log: SqlLog, *, now: float | None = None) -> tuple[int, int, int]:
     """Record the current projections; returns ``(seq, jobs, compressed bytes)``."""
     with log.reading():  # every table at the same position
         seq = log.last_seq()
@@ -70,7 +70,7 @@ def take(log: SqliteLog, *, now: float | None = None) -> tuple[int, int, int]:
     return seq, jobs, len(blob)
 
 
-def newest(log: SqliteLog, *, at_or_before: int | None = None,
+def newest(log: SqlLog, *, at_or_before: int | None = None,
            ts_at_or_before: float | None = None) -> Snapshot | None:
     """The newest snapshot at or before a position (and taken at or before a time)."""
     where = Where().given(("seq <= ?", at_or_before), ("ts <= ?", ts_at_or_before))
@@ -88,7 +88,7 @@ def newest(log: SqliteLog, *, at_or_before: int | None = None,
     return Snapshot(seq, ts, jobs, tables)
 
 
-def restore_counters(log: SqliteLog, counters: dict[str, Table]) -> None:
+def restore_counters(log: SqlLog, counters: dict[str, Table]) -> None:
     """Empty every counter table and put a snapshot's rows back (inside a transaction)."""
     for name in COUNTER_TABLES:
         log.execute(f"DELETE FROM {name}")
@@ -98,6 +98,6 @@ def restore_counters(log: SqliteLog, counters: dict[str, Table]) -> None:
                             f"VALUES ({', '.join('?' * len(columns))})", rows)
 
 
-def listing(log: SqliteLog) -> list[tuple[int, float, int, int]]:
+def listing(log: SqlLog) -> list[tuple[int, float, int, int]]:
     """Every snapshot: ``(seq, ts, jobs, compressed bytes)``, oldest first."""
     return log.read_rows("SELECT seq, ts, jobs, length(body) FROM snapshots ORDER BY seq")

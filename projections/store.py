@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from msgspec.structs import replace
@@ -21,37 +21,40 @@ from evq.eventlog.codec import Record
 from evq.eventlog.errors import ConfigError
 from evq.eventlog.events import Event
 from evq.eventlog.sqlite import SqliteLog
-from evq.eventlog.wake import FileWatcher, ReadySignals, database_watcher
+from evq.eventlog.sqllog import SqlLog
 
 from .apply import Deltas, apply
 from .model import PENDING, Counts, JobRow, MinuteCounts
-from .tables import SqliteTables, row_writes
+from .tables import SqlTables, row_writes
 from .workers import WorkerTable, worker_events
 
 _C = TypeVar("_C", Counts, MinuteCounts)
-Select = Callable[[SqliteTables], Iterable[JobRow]]
+Select = Callable[[SqlTables], Iterable[JobRow]]
 Decide = Callable[[JobRow], Sequence[Event]]
 
 
 class Store:
     """An event log with its projection tables; opened by :func:`open_store`."""
 
-    def __init__(self, log: SqliteLog, url: str) -> None:
+    def __init__(self, log: SqlLog, url: str, *, upgrade: bool = True) -> None:
+        """``upgrade=False``: a schema older than this evq's is an error (``evq migrate``
+        upgrades it) instead of being upgraded."""
         self.log = log
         self.url = url
-        self.tables = SqliteTables(log)
+        self.tables = SqlTables(log)
         self.workers = WorkerTable(log)
-        found = log.migrate(lambda conn: (SqliteTables.create(conn), WorkerTable.create(conn)))
+        found = log.migrate(lambda: (SqlTables.create(log), WorkerTable.create(log)),
+                            upgrade=upgrade)
         if 0 < found < 3:  # the minutes table is new in version 3: derive it from the log
             self.rebuild()
-        self._signals = None if log.memory else ReadySignals(log.path)
+        self._signals = log.signals()
         self._watches: list[_LocalWatch] = []
         log.on_commit(self._committed)
 
-    @property
-    def path(self) -> str | None:
-        """The database file, or None for an in-memory store."""
-        return None if self.log.memory else self.log.path
+    @classmethod
+    def in_memory(cls) -> Store:
+        """A new empty store in memory (``memory://``)."""
+        return cls(SqliteLog(":memory:"), "memory://")
 
     @property
     def shared(self) -> bool:
@@ -69,7 +72,7 @@ class Store:
         self._watches.append(local)
         files = None
         if self._signals is not None:
-            files = (database_watcher(self.log.path, on_change) if queues is None
+            files = (self._signals.watch_all(on_change) if queues is None
                      else self._signals.watch(queues, on_change))
         return Watch(lambda: self._watches.remove(local), files)
 
@@ -121,7 +124,7 @@ class Store:
         """Lease up to ``limit`` jobs of ``queues`` that are ready at ``now`` (an earlier queue
         first; within a queue by priority, then dispatch order): ``lease`` gives each picked
         row's events (its ``JobLeased``). Returns the rows as leased."""
-        def ready(tables: SqliteTables) -> list[JobRow]:
+        def ready(tables: SqlTables) -> list[JobRow]:
             got: list[JobRow] = []
             for q in queues:
                 got += tables.ready(q, now, limit - len(got))
@@ -141,7 +144,7 @@ class Store:
         """For the job ``job_id`` (if it is in one of ``states``), or for every job in
         ``states`` (of ``queue``), append the events ``decide`` gives: operators' commands.
         Returns the rows changed, as they are afterwards."""
-        def pick(tables: SqliteTables) -> list[JobRow]:
+        def pick(tables: SqlTables) -> list[JobRow]:
             if job_id is None:
                 return tables.find(states=states, queue=queue, limit=2**62)
             row = tables.get(job_id)
@@ -192,10 +195,10 @@ class Store:
 
     def verify(self) -> list[str]:
         """Rebuild the projections aside (in memory) and list every difference from the live
-        ones; holds the write lock meanwhile so that both see the same log."""
-        aside = Store(SqliteLog(":memory:"), "memory://")
+        ones; no other writer commits meanwhile, so that both see the same log."""
+        aside = Store.in_memory()
         try:
-            with self.log.transaction():
+            with self.log.exclusive():
                 self.rebuild(into=aside)
                 return self.differences(aside)
         finally:
@@ -243,7 +246,7 @@ class _Applied:
         self.changed, self.removed = _apply_all(records, rows, self.deltas)
         self.writes = row_writes(self.changed.values(), self.removed, self.before)
 
-    def still_current(self, tables: SqliteTables) -> bool:
+    def still_current(self, tables: SqlTables) -> bool:
         """Whether the stored rows are still the copies these events were applied to."""
         return tables.versions(self.before) == {i: r.last_seq for i, r in self.before.items()}
 
@@ -298,7 +301,7 @@ class Watch:
     watcher skip the wake-ups of other processes until ``arm()``, which reports one at once if
     any came meanwhile."""
 
-    def __init__(self, close_local: Callable[[], None], files: FileWatcher | None) -> None:
+    def __init__(self, close_local: Callable[[], None], files: Any) -> None:
         self._close_local = close_local
         self._files = files
 
@@ -361,7 +364,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
 def _open_memory(url: str, options: dict[str, str], _create: bool) -> Store:
     if options:
         raise ConfigError(f"{url!r}: unknown option {', '.join(sorted(options))}")
-    return Store(SqliteLog(":memory:"), url)
+    return Store.in_memory()
 
 
 def _open_sqlite(url: str, options: dict[str, str], create: bool) -> Store:

@@ -1,4 +1,4 @@
-"""The projection tables in SQLite (``jobs``, ``counts`` and its views ``queue_stats`` and
+"""The projection tables (``jobs``, ``counts`` and its views ``queue_stats`` and
 ``job_type_stats``), and queries.
 
 The tables are created from the structs in :mod:`model`, so a column and its field cannot drift.
@@ -7,13 +7,12 @@ Every write happens inside the log's transaction; the reads are what workers and
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
-from evq.eventlog.sqlite import SqliteLog, Where, run_script
+from evq.eventlog.sqllog import SqlLog, Where
 
 from .apply import Deltas
 from .model import (
@@ -86,15 +85,15 @@ _ZEROS = (0,) * len(_TOTALS)
 _BUMP, _BUMP_MINUTE = _bump_sql("counts", COUNT_COLUMNS, 2), _bump_sql("minutes", MINUTE_COLUMNS, 3)
 
 
-def _view(name: str, key: str, columns: Sequence[str]) -> str:
-    sums = ", ".join(f"sum({TYPE_SOURCES.get(c, c) if key == 'name' else c}) AS {c}"
-                     for c in columns[1:])
-    return (f"CREATE VIEW IF NOT EXISTS {name} AS SELECT {key}, {sums} FROM counts "
+def _view(name: str, key: str, struct: type) -> str:
+    """A view that sums ``counts`` by ``key``; sums of counts stay integers (PostgreSQL would
+    give numerics)."""
+    sums = []
+    for c, kind in list(_columns(struct).items())[1:]:
+        total = f"sum({TYPE_SOURCES.get(c, c) if key == 'name' else c})"
+        sums.append(f"{f'CAST({total} AS BIGINT)' if kind is int else total} AS {c}")
+    return (f"CREATE VIEW IF NOT EXISTS {name} AS SELECT {key}, {', '.join(sums)} FROM counts "
             f"GROUP BY {key}")
-
-
-VIEWS = ";".join((_view("queue_stats", "queue", QUEUE_COLUMNS),
-                  _view("job_type_stats", "name", TYPE_COLUMNS)))
 
 
 class RowWrites(msgspec.Struct):
@@ -133,25 +132,25 @@ def _columns(struct: type) -> dict[str, type]:
     return types
 
 
-class SqliteTables:
-    """Reads and writes of the projection tables, on the log's connection."""
+VIEWS = ";".join((_view("queue_stats", "queue", QueueCounts),
+                  _view("job_type_stats", "name", JobTypeStats)))
 
-    def __init__(self, log: SqliteLog) -> None:
+
+class SqlTables:
+    """Reads and writes of the projection tables, through the log's statements."""
+
+    def __init__(self, log: SqlLog) -> None:
         self.log = log
 
     @staticmethod
-    def create(conn: sqlite3.Connection) -> None:
+    def create(log: SqlLog) -> None:
         """Create the tables and indexes (inside the schema transaction)."""
-        import sqlite_utils  # only when a store is created: it takes 100 ms to import
-
-        db = sqlite_utils.Database(conn)
-        db.table("jobs").create(_columns(JobRow), pk="id", if_not_exists=True)
-        db.table("counts").create(_columns(Counts), pk=("queue", "name"), if_not_exists=True)
-        db.table("minutes").create(_columns(MinuteCounts), pk=("minute", "queue", "name"),
-                                   if_not_exists=True)
-        run_script(conn, INDEXES)
-        run_script(conn, VIEWS)
-        run_script(conn, SNAPSHOTS_DDL)
+        log.create_table("jobs", _columns(JobRow), ("id",))
+        log.create_table("counts", _columns(Counts), ("queue", "name"))
+        log.create_table("minutes", _columns(MinuteCounts), ("minute", "queue", "name"))
+        log.run_script(INDEXES)
+        log.run_script(VIEWS)
+        log.run_script(SNAPSHOTS_DDL)
 
     # -- writes (inside a transaction) ---------------------------------------------------------
 
@@ -161,7 +160,8 @@ class SqliteTables:
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
             for t in self.log.execute(
-                    f"SELECT {_COLS} FROM jobs WHERE id IN ({','.join('?' * len(part))})", part):
+                    f"SELECT {_COLS} FROM jobs WHERE id IN ({','.join('?' * len(part))}) "
+                    f"ORDER BY id{self.log.row_lock()}", part):
                 found[t[0]] = JobRow(*t)
         return found
 
@@ -189,7 +189,8 @@ class SqliteTables:
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
             found.update(self.log.execute(
-                f"SELECT id, last_seq FROM jobs WHERE id IN ({','.join('?' * len(part))})", part))
+                f"SELECT id, last_seq FROM jobs WHERE id IN ({','.join('?' * len(part))}) "
+                f"ORDER BY id{self.log.row_lock()}", part))
         return found
 
     def bump(self, deltas: Deltas) -> None:
@@ -202,19 +203,25 @@ class SqliteTables:
     # -- reads ---------------------------------------------------------------------------------
 
     def _rows(self, where: str, params: Sequence[object], tail: str = "",
-              index: str | None = None) -> list[JobRow]:
+              index: str | None = None, skip_locked: bool = False) -> list[JobRow]:
+        """Rows of ``jobs``; inside a write transaction, locked against other writers (with
+        ``skip_locked``, rows another writer holds are left out instead of awaited)."""
         return [JobRow(*t) for t in self.log.read_rows(
-            f"SELECT {_COLS} FROM jobs{self.log.index_hint(index)} WHERE {where} {tail}", params)]
+            f"SELECT {_COLS} FROM jobs{self.log.index_hint(index)} WHERE {where} {tail}"
+            f"{self.log.row_lock(skip_locked=skip_locked)}", params)]
 
     def ready(self, queue: str, now: float, limit: int) -> list[JobRow]:
-        """Jobs of ``queue`` that may be claimed now, in claim order."""
+        """Jobs of ``queue`` that may be claimed now, in claim order (inside a write
+        transaction, those no other writer holds)."""
         return self._rows(f"queue = ? AND {READY} AND run_at <= ?", (queue, now),
-                          f"ORDER BY priority DESC, id LIMIT {int(limit)}", "jobs_ready")
+                          f"ORDER BY priority DESC, id LIMIT {int(limit)}", "jobs_ready",
+                          skip_locked=True)
 
     def expired(self, now: float, limit: int = 1000) -> list[JobRow]:
-        """Held jobs whose lease ran out before ``now``."""
+        """Held jobs whose lease ran out before ``now`` (inside a write transaction, those no
+        other writer holds)."""
         return self._rows(f"{HELD_NOW} AND lease_expires < ?", (now,),
-                          f"ORDER BY lease_expires LIMIT {int(limit)}")
+                          f"ORDER BY lease_expires LIMIT {int(limit)}", skip_locked=True)
 
     def next_due(self, queues: Sequence[str]) -> float | None:
         """The earliest ``run_at`` of a delayed job in ``queues`` (a worker asks when it has
@@ -282,5 +289,5 @@ class SqliteTables:
 
     def dump(self) -> tuple[list[JobRow], list[Counts], list[MinuteCounts]]:
         """Every row of every projection table, in key order: what a rebuild must reproduce."""
-        return self._rows("1", (), "ORDER BY id"), self.counts(), self.minutes(float("-inf"))
+        return self._rows("1 = 1", (), "ORDER BY id"), self.counts(), self.minutes(float("-inf"))
 

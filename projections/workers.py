@@ -6,14 +6,13 @@ picked out of each appended batch here and applied through :func:`apply.apply_wo
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 
 import msgspec
 
 from evq.eventlog.codec import Record
 from evq.eventlog.events import WorkerEvent
-from evq.eventlog.sqlite import SqliteLog
+from evq.eventlog.sqllog import SqlLog
 
 from .apply import apply_worker
 from .model import WORKER_COLUMNS, WorkerRow
@@ -48,12 +47,12 @@ def worker_events(records: Iterable[Record]) -> list[WorkerEvent]:
 class WorkerTable:
     """Reads and writes of the ``workers`` table, on the log's connection."""
 
-    def __init__(self, log: SqliteLog) -> None:
+    def __init__(self, log: SqlLog) -> None:
         self.log = log
 
     @staticmethod
-    def create(conn: sqlite3.Connection) -> None:
-        conn.execute(DDL)
+    def create(log: SqlLog) -> None:
+        log.run_script(DDL)
 
     def record(self, events: list[WorkerEvent]) -> None:
         """Apply worker events (inside the append's transaction)."""
@@ -72,7 +71,7 @@ class WorkerTable:
             list(params))]
 
     def all(self) -> list[WorkerRow]:
-        return self._rows("1")
+        return self._rows("1 = 1")
 
     def running(self) -> list[WorkerRow]:
         """Workers that have not stopped (alive, or lost if their heartbeat is old)."""

@@ -87,7 +87,8 @@ def damaged_store(tmp_path: Path, jobs: int = 400) -> Path:
     q.close()
     data = bytearray(db.read_bytes())
     page = 4096
-    for offset in range(3 * page, len(data), page):  # every page's header, past the schema
+    pages = len(data) // page  # every page's header in the second half (the schema is first)
+    for offset in range(pages // 2 * page, len(data), page):
         data[offset:offset + 16] = b"\xff" * 16
     db.write_bytes(bytes(data))
     return db
