@@ -146,6 +146,11 @@ class SqlLog:
         new, ``SCHEMA_VERSION``: current)."""
         raise NotImplementedError
 
+    def checkpoint(self, mode: str = "TRUNCATE") -> bool:
+        """Give back space the store holds for past writes, where it needs telling (SQLite's
+        WAL); best effort: returns whether it did."""
+        return False
+
     def signals(self) -> Signals | None:
         """How this store wakes other processes (None: nothing else can open it)."""
         raise NotImplementedError

@@ -335,8 +335,9 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-StoreFactory = Callable[[str, dict[str, str], bool], Store]
-"""Opens the store of a URL, given the URL, its query options and whether to create it."""
+StoreFactory = Callable[[str, dict[str, str], bool, "bool | None"], Store]
+"""Opens the store of a URL, given the URL, its query options, whether to create it, and whether
+to upgrade an older schema (None: the store's own default)."""
 
 _FACTORIES: dict[str, tuple[StoreFactory, str]] = {}
 
@@ -347,27 +348,31 @@ def register_store(scheme: str, factory: StoreFactory, example: str) -> None:
     _FACTORIES[scheme] = (factory, example)
 
 
-def open_store(url: str, *, create: bool = True) -> Store:
-    """Open the store a URL names (``sqlite:///path``, ``memory://``, or a plain file path).
-    ``create=False``: a store that does not exist yet is an error
-    (:class:`~evq.eventlog.errors.StoreMissing`) instead of a new empty one."""
+def open_store(url: str, *, create: bool = True, upgrade: bool | None = None) -> Store:
+    """Open the store a URL names (``sqlite:///path``, ``postgresql://...``, ``memory://``, or a
+    plain file path). ``create=False``: a store that does not exist yet is an error
+    (:class:`~evq.eventlog.errors.StoreMissing`) instead of a new empty one. ``upgrade``: whether
+    a schema older than this evq's is upgraded (SQLite files are by default; a PostgreSQL
+    server, shared by workers of several versions, only by ``evq migrate``)."""
     if "://" not in url:
         url = "sqlite:///" + url
     parts = urlsplit(url)
     found = _FACTORIES.get(parts.scheme)
     if found is None:
-        examples = " or ".join(e for _, e in _FACTORIES.values())
+        examples = " or ".join(dict.fromkeys(e for _, e in _FACTORIES.values()))
         raise ConfigError(f"unknown store URL scheme {parts.scheme!r} in {url!r}: use {examples}")
-    return found[0](url, dict(parse_qsl(parts.query)), create)
+    return found[0](url, dict(parse_qsl(parts.query)), create, upgrade)
 
 
-def _open_memory(url: str, options: dict[str, str], _create: bool) -> Store:
+def _open_memory(url: str, options: dict[str, str], _create: bool,
+                 _upgrade: bool | None) -> Store:
     if options:
         raise ConfigError(f"{url!r}: unknown option {', '.join(sorted(options))}")
     return Store.in_memory()
 
 
-def _open_sqlite(url: str, options: dict[str, str], create: bool) -> Store:
+def _open_sqlite(url: str, options: dict[str, str], create: bool,
+                 upgrade: bool | None) -> Store:
     path = sqlite_path(url)
     unknown = options.keys() - {"synchronous", "busy_timeout"}
     if unknown:
@@ -377,8 +382,22 @@ def _open_sqlite(url: str, options: dict[str, str], create: bool) -> Store:
     except ValueError:
         raise ConfigError(f"{url!r}: busy_timeout must be a number of seconds") from None
     return Store(SqliteLog(path, synchronous=options.get("synchronous", "NORMAL"),
-                           busy_timeout=busy, create=create), url)
+                           busy_timeout=busy, create=create), url, upgrade=upgrade is not False)
+
+
+def _open_postgres(url: str, _options: dict[str, str], create: bool,
+                   upgrade: bool | None) -> Store:
+    from evq.eventlog.postgres import PostgresLog  # only for this scheme: it imports psycopg
+
+    log = PostgresLog(url, create=create)
+    try:
+        return Store(log, url, upgrade=bool(upgrade))
+    except BaseException:
+        log.close()
+        raise
 
 
 register_store("sqlite", _open_sqlite, "sqlite:///path/to/evq.db")
+register_store("postgresql", _open_postgres, "postgresql://user@host:5432/db")
+register_store("postgres", _open_postgres, "postgresql://user@host:5432/db")
 register_store("memory", _open_memory, "memory://")

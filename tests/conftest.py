@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from helpers import postgres_schema
 
 import evq
 from evq.workers import execute
@@ -28,8 +29,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
         return "memory://"
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/evq.db"
-    pytest.skip("postgres: evq has no Postgres store yet, so EVQ_TEST_POSTGRES_URL is not "
-                "supported; the contract suite will run on it once the store exists")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh schema on the server of ``EVQ_TEST_POSTGRES_URL``, dropped after the
+    test; the test is skipped (with the reason) where there is no server."""
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import evq
@@ -27,3 +30,31 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
             raise AssertionError(f"timed out after {timeout}s waiting for "
                                  f"{what or getattr(predicate, '__name__', predicate)}")
         time.sleep(interval)
+
+
+POSTGRES_ENV = "EVQ_TEST_POSTGRES_URL"
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A store URL in a new schema of the ``EVQ_TEST_POSTGRES_URL`` server (dropped afterwards),
+    or a skip that says why there is none."""
+    import pytest
+
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"postgres: {POSTGRES_ENV} is not set (.ci/run sets it and starts the server)")
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("postgres: psycopg is not installed (pip install -e '.[test]')")
+    try:
+        admin = psycopg.connect(base, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        pytest.skip(f"postgres: no server at {base}: {str(exc).strip().splitlines()[0]}")
+    schema = f"evq_test_{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    finally:
+        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.close()

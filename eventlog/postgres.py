@@ -1,0 +1,472 @@
+"""The event log in PostgreSQL: the ``events`` table and the projections in one database (or one
+schema of it), shared by workers on many machines.
+
+Positions without gaps, in commit order. Writers run at once here (SQLite lets one in at a time),
+so a position taken as ``max(seq) + 1`` could be committed after a higher one, and a reader that
+follows "after seq N" would skip it. So an append first takes a transaction-scoped advisory lock
+(:meth:`PostgresLog.lock_appends`), held until its transaction commits, and only then reads
+``max(seq)``: appends commit one at a time, in the order of their positions, and every position
+a reader sees is preceded by every smaller one. What runs before the lock (finding and locking
+the rows a transaction changes, deciding its events) still runs at once in many workers.
+
+Locks, in the one order that cannot deadlock: every write transaction starts with ``jobs`` in
+ROW EXCLUSIVE mode, then locks the rows it changes (claims and expiries ``FOR UPDATE SKIP
+LOCKED``: a row another worker is taking is left to it), then the append lock; after it, it
+writes only rows it holds or rows that only holders of the append lock write (counts, minutes,
+workers, new jobs). :meth:`PostgresLog.exclusive` (rebuilds, verification) takes ``jobs`` in
+EXCLUSIVE mode first, so it waits for the writers that started before it and keeps out the rest.
+
+Wake-ups: a transaction that makes work ready sends ``NOTIFY`` with the queue's name, delivered
+at commit; idle workers ``LISTEN`` on their own connection (:class:`PgSignals`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .errors import ConfigError, StoreBusy, StoreError, StoreFull, StoreMissing
+from .sqllog import EVENTS_DDL, SCHEMA_VERSION, SqlLog
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+except ImportError:  # pragma: no cover - the optional extra is not installed
+    psycopg = None  # type: ignore[assignment]
+
+log = logging.getLogger("evq.store")
+
+# Options of a postgresql:// URL that evq reads itself; the libpq ones it passes on.
+EVQ_OPTIONS = {"schema"}
+LIBPQ_OPTIONS = {"connect_timeout", "sslmode", "sslrootcert", "sslcert", "sslkey",
+                 "application_name", "target_session_attrs", "options", "password", "user"}
+CONNECT_TIMEOUT = "5"
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+_TYPES = {int: "BIGINT", float: "DOUBLE PRECISION", str: "TEXT"}
+_DDL = ((re.compile(r"\bINTEGER\b"), "BIGINT"), (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+        (re.compile(r"\bBLOB\b"), "BYTEA"), (re.compile(r"\)\s*WITHOUT ROWID"), ")"),
+        (re.compile(r"CREATE VIEW IF NOT EXISTS"), "CREATE OR REPLACE VIEW"))
+
+
+def _ddl(script: str) -> str:
+    """The DDL of the layers above (written for SQLite) in PostgreSQL's types: 64-bit integers,
+    doubles, bytea; views replaced rather than kept."""
+    for pattern, replacement in _DDL:
+        script = pattern.sub(replacement, script)
+    return script
+
+
+@lru_cache(maxsize=1024)
+def _statement(sql: str) -> str:
+    """A statement with ``?`` placeholders in psycopg's ``%s`` style."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _key(text: str) -> int:
+    """A 64-bit advisory lock key (or channel suffix) for ``text``."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big",
+                          signed=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class StoreUnavailable(StoreError):
+    """The database server cannot be reached (down, restarting, or the network is cut); evq
+    reconnects on the next use."""
+
+
+def translate(exc: BaseException, name: str) -> BaseException:
+    """A driver error as an evq error with a message a user can act on."""
+    if psycopg is None or not isinstance(exc, psycopg.Error):
+        return exc
+    text = _first_line(exc)
+    if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected
+                  | pg_errors.LockNotAvailable):
+        return StoreBusy(f"{name}: {text}")
+    if isinstance(exc, pg_errors.InsufficientPrivilege):
+        return StoreError(f"{name}: permission denied ({text})")
+    if isinstance(exc, psycopg.OperationalError):
+        if isinstance(exc, pg_errors.DiskFull):
+            return StoreFull(f"{name}: the server's disk is full; nothing was written ({text})")
+        return StoreUnavailable(f"cannot reach {name}: {text}")
+    return StoreError(f"{name}: {text}")
+
+
+def parse_url(url: str) -> tuple[str, str | None, str]:
+    """``postgresql://...`` as (the libpq URL, the schema, the URL to show in messages: no
+    password). Unknown options are a :class:`ConfigError`."""
+    parts = urlsplit(url)
+    options = dict(parse_qsl(parts.query))
+    unknown = options.keys() - EVQ_OPTIONS - LIBPQ_OPTIONS
+    if unknown:
+        raise ConfigError(f"{_shown(parts)}: unknown option {', '.join(sorted(unknown))} "
+                          f"(evq reads schema; libpq's: {', '.join(sorted(LIBPQ_OPTIONS))})")
+    schema = options.pop("schema", None)
+    if schema is not None and not _SCHEMA.fullmatch(schema):
+        raise ConfigError(f"{_shown(parts)}: schema must be a lower-case SQL name "
+                          "(letters, digits, _)")
+    options.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(options)))
+    return conninfo, schema, _shown(parts)
+
+
+def _shown(parts: Any) -> str:
+    netloc = parts.netloc.rsplit("@", 1)
+    if len(netloc) == 2 and ":" in netloc[0]:
+        netloc[0] = netloc[0].split(":", 1)[0] + ":***"
+    return urlunsplit(parts._replace(netloc="@".join(netloc), query=""))
+
+
+class PostgresLog(SqlLog):
+    """An append-only log of events in PostgreSQL, on one connection guarded by a lock (as the
+    SQLite log), reconnected after the server was lost."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        if psycopg is None:
+            raise ConfigError("postgresql:// stores need psycopg: pip install 'evq[postgres]'")
+        super().__init__()
+        self.conninfo, self.schema, self.name = parse_url(url)
+        scope = self.schema or "public"
+        self._append_key = _key(f"evq append {scope}")
+        self._migrate_key = _key(f"evq migrate {scope}")
+        self.channel = f"evq_ready_{_key(scope) & 0xFFFFFFFF:08x}"
+        self.lock = threading.RLock()
+        self._conn: Any = None
+        self._lost = False  # the last connection failed: say so when it comes back
+        self._in_tx = False
+        self._writing = False
+        self._append_locked = False
+        self._signals: PgSignals | None = None
+        with self.lock:
+            self._connection()
+        if not create and self._version() == 0:
+            self.close()
+            raise StoreMissing(f"no evq store at {self.name}: the database has no evq tables"
+                               + (f" in schema {self.schema}" if self.schema else ""))
+
+    # -- the connection ------------------------------------------------------------------------
+
+    def connect(self) -> Any:
+        """A new autocommit connection to the server, in the store's schema."""
+        try:
+            conn = psycopg.connect(self.conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise translate(exc, self.name) from None
+        if self.schema:
+            conn.execute(f'SET search_path TO "{self.schema}"')
+        return conn
+
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self.connect()
+            if self._lost:
+                log.warning("reconnected to %s", self.name)
+                self._lost = False
+        return self._conn
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """The error to raise for ``exc``; a lost connection is dropped, to be made again."""
+        error = translate(exc, self.name)
+        if isinstance(error, StoreUnavailable) or (self._conn is not None and self._conn.broken):
+            if not self._lost:
+                log.warning("lost the connection to %s: %s", self.name, error)
+            self._lost = True
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            if not isinstance(error, StoreUnavailable):
+                error = StoreUnavailable(str(error))
+        return error
+
+    def _run(self, fn: Callable[[Any], Any]) -> Any:
+        """``fn(connection)``, errors translated; inside a transaction, on its connection only
+        (a new one would run the statement outside it)."""
+        with self.lock:
+            try:
+                conn = self._conn if self._in_tx else self._connection()
+                if conn is None:
+                    raise StoreUnavailable(f"lost the connection to {self.name}")
+                return fn(conn)
+            except psycopg.Error as exc:
+                raise self._failed(exc) from None
+
+    # -- transactions --------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self, begin: str, *, writing: bool = True) -> Iterator[Any]:
+        with self.lock:
+            if self._in_tx:
+                yield self._conn
+                return
+            conn = self._run(lambda c: (c.execute(begin), c)[1])
+            self._in_tx, self._writing, self._append_locked = True, writing, False
+            self._begun()
+            try:
+                yield conn
+                if self._woken:
+                    conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
+                                 (self.channel, sorted(self._woken)))
+                conn.execute("COMMIT")
+                woken = self._woken
+            except BaseException as exc:
+                error = self._failed(exc) if isinstance(exc, psycopg.Error) else exc
+                if self._conn is not None and not self._conn.broken:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except psycopg.Error as again:
+                        self._failed(again)
+                if error is exc:
+                    raise
+                raise error from None
+            finally:
+                self._in_tx = self._writing = self._append_locked = False
+        self._committed(woken)
+
+    def transaction(self) -> Any:
+        return self._tx("BEGIN; LOCK TABLE jobs IN ROW EXCLUSIVE MODE")
+
+    def exclusive(self) -> Any:
+        return self._tx(f"BEGIN; LOCK TABLE jobs IN EXCLUSIVE MODE; "
+                        f"SELECT pg_advisory_xact_lock({self._append_key})")
+
+    def reading(self) -> Any:
+        return self._tx("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", writing=False)
+
+    def lock_appends(self) -> None:
+        if not self._append_locked:
+            self.execute("SELECT pg_advisory_xact_lock(?)", (self._append_key,))
+            self._append_locked = True
+
+    def row_lock(self, *, skip_locked: bool = False) -> str:
+        if not (self._in_tx and self._writing):
+            return ""
+        return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+
+    # -- statements ----------------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        return self._run(lambda c: _rows(c.execute(_statement(sql), params)))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        rows = list(rows)
+        if rows:
+            self._run(lambda c: c.cursor().executemany(_statement(sql), rows))
+
+    def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        return self.execute(sql, params)
+
+    def query(self, sql: str, timeout: float) -> tuple[list[str], list[tuple]]:
+        """One statement of a user's, read-only, stopped after ``timeout`` seconds."""
+        with self._tx("BEGIN READ ONLY", writing=False) as conn:
+            conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+            cur = conn.execute(sql)
+            columns = [d.name for d in cur.description or ()]
+            return columns, cur.fetchall() if cur.description else []
+
+    def run_script(self, script: str) -> None:
+        for statement in _ddl(script).split(";"):
+            if statement.strip():
+                self._run(lambda c, s=statement: c.execute(s))
+
+    def has_table(self, name: str) -> bool:
+        return self.execute("SELECT to_regclass(?) IS NOT NULL", (name,))[0][0]
+
+    def create_table(self, name: str, columns: dict[str, type], pk: Sequence[str]) -> None:
+        cols = ", ".join(f"{c} {_TYPES[t]}" for c, t in columns.items())
+        self.run_script(f"CREATE TABLE IF NOT EXISTS {name} ({cols}, "
+                        f"PRIMARY KEY ({', '.join(pk)}))")
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def _version(self) -> int:
+        if not self.has_table("evq_schema"):
+            return 0
+        got = self.read_rows("SELECT max(version) FROM evq_schema")
+        return got[0][0] or 0
+
+    def migrate(self, create_tables: Callable[[], None], *, upgrade: bool = True) -> int:
+        version = self._version()
+        self._check_version(version, upgrade=upgrade)
+        if version == SCHEMA_VERSION:
+            return version
+        with self._tx(f"BEGIN; SELECT pg_advisory_xact_lock({self._migrate_key})"):
+            if self.schema:
+                self.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            self.run_script("CREATE TABLE IF NOT EXISTS evq_schema (version INTEGER NOT NULL)")
+            version = self._version()
+            if version < SCHEMA_VERSION:
+                self.run_script(EVENTS_DDL)
+                create_tables()
+                self.execute("DELETE FROM evq_schema")
+                self.execute("INSERT INTO evq_schema(version) VALUES (?)", (SCHEMA_VERSION,))
+        return version
+
+    # -- wake-ups ------------------------------------------------------------------------------
+
+    def signals(self) -> PgSignals:
+        if self._signals is None:
+            self._signals = PgSignals(self)
+        return self._signals
+
+    def close(self) -> None:
+        if self._signals is not None:
+            self._signals.close()
+        with self.lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _rows(cur: Any) -> list[tuple]:
+    return cur.fetchall() if cur.description else []
+
+
+class PgSignals:
+    """Wake-ups through ``LISTEN``: one thread and connection per store, whatever the number of
+    watches; a notification names the queue in which work appeared. After a lost connection
+    every watch is woken once (what was sent meanwhile is unknown), then it listens again."""
+
+    POLL = 0.25  # seconds between checks of the log for watch_all (viewers, not workers)
+
+    def __init__(self, log: PostgresLog) -> None:
+        self._log = log
+        self._watches: list[_PgWatch] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listening = threading.Event()
+
+    def announce(self, queues: Iterable[str]) -> None:
+        """Nothing to do: the transaction sent its ``NOTIFY`` as it committed."""
+
+    def watch(self, queues: Iterable[str], on_change: Callable[[], None]) -> _PgWatch:
+        w = _PgWatch(frozenset(queues), on_change, self._remove)
+        with self._lock:
+            self._watches.append(w)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._listen, name="evq-listen",
+                                                daemon=True)
+                self._thread.start()
+        self._listening.wait(10)  # the LISTEN is in place: no notification after it is missed
+        return w
+
+    def watch_all(self, on_change: Callable[[], None]) -> _PollWatch:
+        return _PollWatch(self._log, on_change, self.POLL)
+
+    def _remove(self, w: _PgWatch) -> None:
+        with self._lock:
+            if w in self._watches:
+                self._watches.remove(w)
+
+    def _listen(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                conn = self._log.connect()
+            except StoreError as exc:
+                log.warning("cannot listen for work: %s (retrying in %.1fs)", exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            try:
+                conn.execute(f"LISTEN {self._log.channel}")
+                if self._listening.is_set():  # back after a loss: wake everyone once
+                    self._notify(None)
+                self._listening.set()
+                delay = 0.1
+                while not self._stop.is_set():
+                    for n in conn.notifies(timeout=1.0):
+                        self._notify(n.payload)
+            except psycopg.Error as exc:
+                if not self._stop.is_set():
+                    log.warning("lost the listening connection: %s", _first_line(exc))
+                    self._stop.wait(delay)
+            finally:
+                conn.close()
+
+    def _notify(self, queue: str | None) -> None:
+        with self._lock:
+            watches = list(self._watches)
+        for w in watches:
+            if queue is None or queue in w.queues:
+                w.fire()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+class _PgWatch:
+    def __init__(self, queues: frozenset[str], on_change: Callable[[], None],
+                 remove: Callable[[_PgWatch], None]) -> None:
+        self.queues = queues
+        self._on_change = on_change
+        self._remove = remove
+        self._armed = True
+        self._missed = False
+
+    def fire(self) -> None:
+        if self._armed:
+            self._on_change()
+        else:
+            self._missed = True
+
+    def arm(self) -> None:
+        self._armed = True
+        if self._missed:
+            self._missed = False
+            self._on_change()
+
+    def disarm(self) -> None:
+        self._armed = False
+
+    def close(self) -> None:
+        self._remove(self)
+
+
+class _PollWatch:
+    """Calls ``on_change`` when the log's last position moves (checked every ``interval``)."""
+
+    def __init__(self, log: PostgresLog, on_change: Callable[[], None], interval: float) -> None:
+        self._log = log
+        self._on_change = on_change
+        self._interval = interval
+        self._stop = threading.Event()
+        self._last = log.last_seq()
+        self._thread = threading.Thread(target=self._poll, name="evq-poll", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        last = self._last
+        while not self._stop.wait(self._interval):
+            try:
+                seq = self._log.last_seq()
+            except StoreError:
+                continue
+            if seq != last:
+                self._on_change()
+            last = seq
+
+    def arm(self) -> None:
+        pass
+
+    def disarm(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(self._interval + 5)
+
