@@ -35,6 +35,12 @@ class Context:
                 raise hinted(exc) from None
         return self._queue
 
+    def close(self) -> None:
+        """Close the queue, if a command opened it."""
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
+
 
 def hinted(exc: StoreMissing) -> StoreMissing:
     """A missing store's error, with what a user of the command line can do about it."""

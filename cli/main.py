@@ -17,9 +17,11 @@ def root(
     ctx: typer.Context,
     url: str = typer.Option(None, "--url", envvar="EVQ_URL", show_envvar=True,
                             help="Store URL: sqlite:///path/to/evq.db (the default is "
-                                 "sqlite:///evq.db) or memory://."),
+                                 "sqlite:///evq.db), postgresql://user@host/db or "
+                                 "memory://."),
 ) -> None:
     ctx.obj = Context(url)
+    ctx.call_on_close(ctx.obj.close)
 
 
 for module in (work, manage, inspect, liveness, sql, replay, demo):

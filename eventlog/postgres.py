@@ -32,8 +32,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .errors import ConfigError, StoreBusy, StoreError, StoreFull, StoreMissing
-from .sqllog import EVENTS_DDL, SCHEMA_VERSION, SqlLog
+from .errors import ConfigError, EvqError, StoreBusy, StoreError, StoreFull, StoreMissing
+from .sqllog import EVENTS_DDL, SCHEMA_VERSION, SqlLog, query_failed, query_refused, query_stopped
 
 try:
     import psycopg
@@ -268,17 +268,22 @@ class PostgresLog(SqlLog):
         return self.execute(sql, params)
 
     def query(self, sql: str, timeout: float) -> tuple[list[str], list[tuple]]:
-        """One statement of a user's, read-only, stopped after ``timeout`` seconds."""
+        """In a read-only transaction, with a ``statement_timeout``."""
         with self._tx("BEGIN READ ONLY", writing=False) as conn:
-            conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
-            cur = conn.execute(sql)
-            columns = [d.name for d in cur.description or ()]
-            return columns, cur.fetchall() if cur.description else []
+            try:
+                conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+                # prepared: one statement only; without parameters any % stays as it is
+                cur = conn.execute(sql, prepare=True)
+                return [d.name for d in cur.description or ()], _rows(cur)
+            except psycopg.Error as exc:
+                error = _query_error(exc, timeout)
+                if error is None:
+                    raise
+                raise error from None
 
     def run_script(self, script: str) -> None:
-        for statement in _ddl(script).split(";"):
-            if statement.strip():
-                self._run(lambda c, s=statement: c.execute(s))
+        statements = [s for s in _ddl(script).split(";") if s.strip()]
+        self._run(lambda c: [c.execute(s) for s in statements])
 
     def has_table(self, name: str) -> bool:
         return self.execute("SELECT to_regclass(?) IS NOT NULL", (name,))[0][0]
@@ -329,6 +334,21 @@ class PostgresLog(SqlLog):
                 self._conn = None
 
 
+def _query_error(exc: BaseException, timeout: float) -> EvqError | None:
+    """What a user's query did wrong, or None for a failure of the store."""
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return query_stopped(timeout)
+    if isinstance(exc, pg_errors.ReadOnlySqlTransaction | pg_errors.InsufficientPrivilege
+                  | pg_errors.ActiveSqlTransaction):
+        return query_refused(_first_line(exc))
+    if "multiple commands" in str(exc):
+        return query_failed("give one statement at a time")
+    if isinstance(exc, pg_errors.SyntaxErrorOrAccessRuleViolation | pg_errors.DataException
+                  | pg_errors.UndefinedFunction):
+        return query_failed(_first_line(exc))
+    return None
+
+
 def _rows(cur: Any) -> list[tuple]:
     return cur.fetchall() if cur.description else []
 
@@ -339,6 +359,8 @@ class PgSignals:
     every watch is woken once (what was sent meanwhile is unknown), then it listens again."""
 
     POLL = 0.25  # seconds between checks of the log for watch_all (viewers, not workers)
+    CHECK_STOP = 0.2  # seconds the listener waits for a notification before it checks for
+    # close(): a wait on its socket, no query
 
     def __init__(self, log: PostgresLog) -> None:
         self._log = log
@@ -387,7 +409,7 @@ class PgSignals:
                 self._listening.set()
                 delay = 0.1
                 while not self._stop.is_set():
-                    for n in conn.notifies(timeout=1.0):
+                    for n in conn.notifies(timeout=self.CHECK_STOP):
                         self._notify(n.payload)
             except psycopg.Error as exc:
                 if not self._stop.is_set():

@@ -18,7 +18,14 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from .errors import StoreBusy, StoreCorrupt, StoreError, StoreFull, StoreMissing
-from .sqllog import EVENTS_DDL, SCHEMA_VERSION, SqlLog
+from .sqllog import (
+    EVENTS_DDL,
+    SCHEMA_VERSION,
+    SqlLog,
+    query_failed,
+    query_refused,
+    query_stopped,
+)
 from .wake import ReadySignals
 
 _T = TypeVar("_T")
@@ -231,6 +238,30 @@ class SqliteLog(SqlLog):
             except sqlite3.Error:
                 return False
         return not busy
+
+    def query(self, sql: str, timeout: float) -> tuple[list[str], list[tuple]]:
+        """On a connection of its own that can only read (see :func:`_read_only`)."""
+        if self.memory:
+            raise StoreError("memory:// lives in one process: evq query needs a store file")
+        reader = SqliteLog(self.path, readonly=True)
+        deadline = time.monotonic() + timeout
+        reader.conn.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        try:
+            cur = reader.conn.execute(sql)
+            return [d[0] for d in cur.description or ()], cur.fetchall()
+        except sqlite3.Error as exc:
+            text = str(exc)
+            if text == "interrupted":
+                raise query_stopped(timeout) from None
+            if "to use function" in text:
+                raise query_refused(f"it allows only functions that compute: {text}") from None
+            if any(w in text for w in ("readonly", "read-only", "authoriz")):
+                raise query_refused(text) from None
+            if isinstance(exc, sqlite3.OperationalError | sqlite3.ProgrammingError):
+                raise query_failed(text) from None
+            raise translate(exc, self.path) from None
+        finally:
+            reader.close()
 
     def signals(self) -> ReadySignals | None:
         """Files beside the database that other processes watch (none for ``:memory:``)."""

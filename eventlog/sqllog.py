@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from msgspec.structs import replace
 
 from .codec import Record, decode, encode
-from .errors import DecodeError, StoreError
+from .errors import DecodeError, EvqError, StoreError
 from .events import Event, JobDispatched
 
 SCHEMA_VERSION = 3  # 2: the workers table; 3: the minutes table
@@ -73,6 +73,19 @@ class Where:
 
     def __str__(self) -> str:
         return " AND ".join(self.clauses)
+
+
+def query_stopped(timeout: float) -> EvqError:
+    return EvqError(f"query stopped: it ran past --timeout {timeout:g} s (narrow it with WHERE or "
+                    "LIMIT, or give a longer --timeout)")
+
+
+def query_refused(why: object) -> EvqError:
+    return EvqError(f"query refused: evq query is read-only ({why})")
+
+
+def query_failed(why: object) -> EvqError:
+    return EvqError(f"query failed: {why}")
 
 
 class Signals(Protocol):
@@ -150,6 +163,11 @@ class SqlLog:
         """Give back space the store holds for past writes, where it needs telling (SQLite's
         WAL); best effort: returns whether it did."""
         return False
+
+    def query(self, sql: str, timeout: float) -> tuple[list[str], list[tuple]]:
+        """Run one statement of a user's, read-only, stopped after ``timeout`` seconds: its
+        column names and rows. Refusals and failures are :class:`EvqError` s that say why."""
+        raise NotImplementedError
 
     def signals(self) -> Signals | None:
         """How this store wakes other processes (None: nothing else can open it)."""

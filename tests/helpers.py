@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import time
 import uuid
@@ -58,3 +59,17 @@ def postgres_schema() -> Iterator[str]:
     finally:
         admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         admin.close()
+
+
+def store_of(request: Any, db: Any) -> str:
+    """For a fixture parametrised with "sqlite" and "postgres": the URL of ``db`` or of a fresh
+    PostgreSQL schema. A test that asks for ``db`` itself is about the SQLite file, as is one
+    marked ``sqlite_only``: they are skipped on postgres."""
+    import pytest
+
+    if request.param == "sqlite":
+        return f"sqlite:///{db}"
+    if ("db" in inspect.signature(request.function).parameters
+            or request.node.get_closest_marker("sqlite_only")):
+        pytest.skip("about the SQLite file itself")
+    return request.getfixturevalue("postgres_url")

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import msgspec
 import pytest
-from helpers import event_types, wait_until
+from helpers import event_types, store_of, wait_until
 
 import evq
 from evq.eventlog.events import JobDispatched
@@ -145,9 +145,11 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "evq.db"
 
 
-@pytest.fixture
-def url(db: Path) -> str:
-    return f"sqlite:///{db}"
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, db: Path) -> str:
+    """The store of each kind; tests that look at the SQLite file itself (``db``) run on it
+    only."""
+    return store_of(request, db)
 
 
 @pytest.fixture

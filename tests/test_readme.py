@@ -47,7 +47,11 @@ def test_the_readme_has_the_example_queries() -> None:
 
 
 @pytest.mark.parametrize("statement", QUERIES, ids=lambda s: s.splitlines()[0][3:40])
-def test_a_readme_query_runs(cli: Cli, q: evq.Queue, statement: str) -> None:
+def test_a_readme_query_runs(cli: Cli, q: evq.Queue, url: str, statement: str) -> None:
+    first = statement.splitlines()[0]
+    on_postgres = url.startswith("postgresql")
+    if "SQLite and PostgreSQL" not in first and first.startswith("-- on PostgreSQL") != on_postgres:
+        pytest.skip("a query in the SQL of the other store")
     for i in range(3):
         q.dispatch(CliAdd(a=i, b=i))
     q.dispatch(CliFail())
