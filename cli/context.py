@@ -23,14 +23,15 @@ class Context:
         self.url = url
         self._queue: Queue | None = None
 
-    def queue(self, *, create: bool = False) -> Queue:
-        """The queue of ``--url``; only commands that put jobs in (``dispatch``, ``work``) pass
-        ``create``: the others say that a store that does not exist is missing."""
+    def queue(self, *, create: bool = False, upgrade: bool | None = None) -> Queue:
+        """The queue of ``--url``; only commands that put jobs in (``dispatch``, ``work``) and
+        ``migrate`` pass ``create``: the others say that a store that does not exist is
+        missing."""
         if self._queue is None:
             from evq.api import connect
 
             try:
-                self._queue = connect(self.url, create=create)
+                self._queue = connect(self.url, create=create, upgrade=upgrade)
             except StoreMissing as exc:
                 raise hinted(exc) from None
         return self._queue

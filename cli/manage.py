@@ -35,6 +35,24 @@ def register(app: typer.Typer) -> None:
         typer.echo(job_id)
 
     @app.command()
+    def migrate(
+        ctx: typer.Context,
+        as_json: bool = typer.Option(False, "--json", help="{url, version, was} as JSON."),
+    ) -> None:
+        """Create the store, or upgrade its schema to this evq's. On PostgreSQL this is the only
+        command that upgrades: the others refuse a schema that is behind."""
+        from evq.eventlog.sqllog import SCHEMA_VERSION
+
+        q = get(ctx).queue(create=True, upgrade=True)
+        was = q.store.schema_was
+        if as_json:
+            print_json({"url": q.url, "version": SCHEMA_VERSION, "was": was})
+            return
+        done = ("created" if was == 0 else "already current" if was == SCHEMA_VERSION
+                else f"upgraded from version {was}")
+        typer.echo(f"{q.url}: schema version {SCHEMA_VERSION} ({done})")
+
+    @app.command()
     def clear(
         ctx: typer.Context,
         queue: str = typer.Argument(..., help="The queue to empty."),

@@ -47,10 +47,13 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get("EVQ_URL") or DEFAULT_URL
 
 
-def connect(url: str | None = None, *, create: bool = True) -> Queue:
+def connect(url: str | None = None, *, create: bool = True,
+            upgrade: bool | None = None) -> Queue:
     """Open the queue at ``url`` (default: ``EVQ_URL``, else the SQLite file ``evq.db``),
-    creating it if it does not exist, or with ``create=False`` raising ``StoreMissing``."""
-    return Queue(open_store(resolve_url(url), create=create))
+    creating it if it does not exist, or with ``create=False`` raising ``StoreMissing``.
+    ``upgrade``: whether an older schema is upgraded (default: SQLite files yes, PostgreSQL only
+    through ``evq migrate``)."""
+    return Queue(open_store(resolve_url(url), create=create, upgrade=upgrade))
 
 
 _default: Queue | None = None

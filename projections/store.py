@@ -43,8 +43,8 @@ class Store:
         self.url = url
         self.tables = SqlTables(log)
         self.workers = WorkerTable(log)
-        found = log.migrate(lambda: (SqlTables.create(log), WorkerTable.create(log)),
-                            upgrade=upgrade)
+        self.schema_was = found = log.migrate(
+            lambda: (SqlTables.create(log), WorkerTable.create(log)), upgrade=upgrade)
         if 0 < found < 3:  # the minutes table is new in version 3: derive it from the log
             self.rebuild()
         self._signals = log.signals()
