@@ -1,12 +1,14 @@
-"""evq's side of each scenario; every function is one repetition and returns its figures."""
+"""evq's side of each scenario, on SQLite (system ``evq``) and on PostgreSQL (``evq-pg``);
+every function is one repetition and returns its figures."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +18,32 @@ from .jobs import Noop
 from .procstat import idle_cpu_percent, latency_figures
 
 ROOT = Path(__file__).resolve().parent.parent  # the directory that holds benchmarks/
+POSTGRES_URL = os.environ.get("EVQ_BENCH_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+
+Store = Callable[[Path, str], str]  # (the repetition's folder, a name) -> a fresh store's URL
 
 
 class BenchError(Exception):
     """A repetition that could not be measured; its message goes in the table."""
 
 
-def url(db: Path) -> str:
-    return f"sqlite:///{db}"
+def sqlite_store(tmp: Path, name: str) -> str:
+    return f"sqlite:///{tmp / name}.db"
 
 
-def dispatch_single(n: int, tmp: Path) -> dict[str, float]:
-    q = evq.connect(url(tmp / "single.db"))
+def postgres_store(tmp: Path, name: str) -> str:
+    """A new empty schema on the benchmark's server (dropped first if an earlier run left it)."""
+    import psycopg
+
+    schema = f"evq_bench_{name}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
+
+
+def dispatch_single(n: int, tmp: Path, store: Store = sqlite_store) -> dict[str, float]:
+    q = evq.connect(store(tmp, "single"))
     try:
         t0 = time.perf_counter()
         for i in range(n):
@@ -37,8 +53,8 @@ def dispatch_single(n: int, tmp: Path) -> dict[str, float]:
         q.close()
 
 
-def dispatch_bulk(n: int, tmp: Path) -> dict[str, float]:
-    q = evq.connect(url(tmp / "bulk.db"))
+def dispatch_bulk(n: int, tmp: Path, store: Store = sqlite_store) -> dict[str, float]:
+    q = evq.connect(store(tmp, "bulk"))
     try:
         t0 = time.perf_counter()
         ids = q.dispatch_many([Noop(n=i) for i in range(n)])
@@ -54,10 +70,10 @@ class Runner:
     """A worker process (benchmarks.evq_runner) and its JSON-lines conversation; its stderr goes
     to a file (a pipe nobody reads could fill up and block it)."""
 
-    def __init__(self, db: Path, idle: bool = False) -> None:
-        args = [sys.executable, "-m", "benchmarks.evq_runner", url(db), *(["--idle"] if idle
-                                                                          else [])]
-        self.errors = db.with_name(f"{db.name}.{id(self):x}.stderr")
+    def __init__(self, url: str, tmp: Path, idle: bool = False) -> None:
+        args = [sys.executable, "-m", "benchmarks.evq_runner", url, *(["--idle"] if idle
+                                                                      else [])]
+        self.errors = tmp / f"worker.{id(self):x}.stderr"
         with open(self.errors, "w") as err:
             self.proc = subprocess.Popen(args, cwd=ROOT, stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=err, text=True)
@@ -100,27 +116,25 @@ class Runner:
             self.proc.wait()
 
 
-def drain(n: int, workers: int, tmp: Path) -> dict[str, float]:
-    db = tmp / f"drain{workers}.db"
-    q = evq.connect(url(db))
+def drain(n: int, workers: int, tmp: Path, store: Store = sqlite_store) -> dict[str, float]:
+    url = store(tmp, f"drain{workers}")
+    q = evq.connect(url)
     q.dispatch_many([Noop(n=i) for i in range(n)])
-    q.close()
     runners: list[Runner] = []
     try:
-        runners = [Runner(db) for _ in range(workers)]
+        runners = [Runner(url, tmp) for _ in range(workers)]
         for r in runners:
             r.go()
         start = min(r.started() for r in runners)
         for r in runners:
             r.finish(timeout=600)
+        [(count, distinct, last)] = q.store.log.read_rows(
+            "SELECT count(*), count(DISTINCT job_id), max(ts) FROM events "
+            "WHERE type = 'JobSucceeded'")
     finally:
         for r in runners:
             r.kill()
-    with sqlite3.connect(db) as conn:
-        count, distinct, last = conn.execute(
-            "SELECT count(*), count(DISTINCT job_id), max(ts) FROM events "
-            "WHERE type = 'JobSucceeded'").fetchone()
-    conn.close()
+        q.close()
     if distinct != n:
         raise BenchError(f"{distinct} of {n} jobs have a JobSucceeded event")
     if count != n:
@@ -128,11 +142,11 @@ def drain(n: int, workers: int, tmp: Path) -> dict[str, float]:
     return {f"{workers} worker{'s' if workers > 1 else ''}": n / (last - start)}
 
 
-def latency(n: int, gap: float, idle_wait: float, cpu_window: float,
-            tmp: Path) -> tuple[dict[str, float], list[float]]:
-    db = tmp / "latency.db"
-    q = evq.connect(url(db))
-    runner = Runner(db, idle=True)
+def latency(n: int, gap: float, idle_wait: float, cpu_window: float, tmp: Path,
+            store: Store = sqlite_store) -> tuple[dict[str, float], list[float]]:
+    url = store(tmp, "latency")
+    q = evq.connect(url)
+    runner = Runner(url, tmp, idle=True)
     try:
         runner.go()
         runner.started()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import evq
 
-from .evq_bench import BenchError, url
+from .evq_bench import BenchError
 from .jobs import Noop
 
 BATCH = 10_000  # jobs per dispatch_many
@@ -52,7 +52,7 @@ def _count(q: evq.Queue) -> int:
 def replay(events: int, repeat: int, tmp: Path,
            say: Callable[[str], None]) -> dict[str, list[float]]:
     """Build a log of ``events`` events, then ``Store.rebuild`` it ``repeat`` times."""
-    q = evq.connect(url(tmp / "replay.db"))
+    q = evq.connect(f"sqlite:///{tmp / 'replay.db'}")
     try:
         built = grow(q, events, say)
         say(f"  replay: log of {_count(q):,} events built in {built:.0f} s")
@@ -96,7 +96,7 @@ def costs(sizes: tuple[int, ...], calls: int, repeat: int, tmp: Path,
     single dispatches (µs a call), a worker draining ``calls`` jobs (µs a job: claim, run,
     complete), ``evq history`` of the log's first job and ``evq stats`` (ms, whole commands)."""
     db = tmp / "growth.db"
-    q = evq.connect(url(db))
+    q = evq.connect(f"sqlite:///{db}")
     out: dict[str, list[float]] = {}
     try:
         for size in sizes:
@@ -118,7 +118,7 @@ def costs(sizes: tuple[int, ...], calls: int, repeat: int, tmp: Path,
                     (time.perf_counter() - t0) / calls * 1e6)
                 for name, args in (("history", ("history", "1")), ("stats", ("stats",))):
                     out.setdefault(f"{name} {at}", []).append(
-                        command_seconds(url(db), *args) * 1e3)
+                        command_seconds(f"sqlite:///{db}", *args) * 1e3)
     finally:
         q.close()
     return out

@@ -13,7 +13,8 @@ from typing import Any
 from . import evq_bench, evq_growth, peer_bench, sqlite_bench
 
 PEERS = tuple(p.name for p in peer_bench.PEERS)
-SYSTEMS = ("evq", *PEERS, "sqlite3")
+SYSTEMS = ("evq", "evq-pg", *PEERS, "sqlite3")
+ON_POSTGRES = {p.name for p in peer_bench.PEERS if p.service == peer_bench.POSTGRES}
 SCENARIOS = ("dispatch", "drain", "latency", "ceiling", "replay", "growth")
 EVQ_ONLY = ("replay", "growth")
 DRAIN_WORKERS = (1, 2, 4)  # worker processes in the drain scenario, for every system
@@ -124,15 +125,22 @@ LATENCY = ("p50", "p95", "p99", "idle CPU")
 
 
 def cases() -> list[Case]:
-    out = [Case("evq", "dispatch", "single", ("single",),
-                lambda s, t, say: evq_bench.dispatch_single(s.jobs, t)),
-           Case("evq", "dispatch", "bulk", ("bulk",),
-                lambda s, t, say: evq_bench.dispatch_bulk(s.jobs, t))]
-    out += [Case("evq", "drain", workers_label(w), (workers_label(w),),
-                 lambda s, t, say, w=w: evq_bench.drain(s.jobs, w, t)) for w in DRAIN_WORKERS]
-    out.append(Case("evq", "latency", "p50 p95 p99 idle CPU", LATENCY,
-                    lambda s, t, say: evq_bench.latency(s.latency_jobs, s.gap, s.idle_wait,
-                                                        s.cpu_window, t)))
+    out: list[Case] = []
+    for system, store, service in (("evq", evq_bench.sqlite_store, None),
+                                   ("evq-pg", evq_bench.postgres_store, peer_bench.POSTGRES)):
+        def on_store(system: str = system, service: Any = service, **kw: Any) -> Case:
+            return Case(system=system, service=service, **kw)
+
+        out += [on_store(scenario="dispatch", label="single", measures=("single",),
+                   run=lambda s, t, say, st=store: evq_bench.dispatch_single(s.jobs, t, st)),
+                on_store(scenario="dispatch", label="bulk", measures=("bulk",),
+                   run=lambda s, t, say, st=store: evq_bench.dispatch_bulk(s.jobs, t, st))]
+        out += [on_store(scenario="drain", label=workers_label(w), measures=(workers_label(w),),
+                   run=lambda s, t, say, w=w, st=store: evq_bench.drain(s.jobs, w, t, st))
+                for w in DRAIN_WORKERS]
+        out.append(on_store(scenario="latency", label="p50 p95 p99 idle CPU", measures=LATENCY,
+                      run=lambda s, t, say, st=store: evq_bench.latency(
+                          s.latency_jobs, s.gap, s.idle_wait, s.cpu_window, t, st)))
     out.append(Case("evq", "replay", "events/s", ("events/s", "build"),
                     lambda s, t, say: evq_growth.replay(s.replay_events, s.repeat, t, say),
                     once=True))
@@ -251,12 +259,13 @@ def _ok(figures: list[Figure]) -> dict[tuple[str, str], Figure]:
 
 
 def compare(figures: list[Figure]) -> None:
-    """Fill in evq/peer ratios (on the peers' rows), fractions of the ceiling (evq's) and, in
-    the growth scenario, each cost over its cost at the smallest log."""
+    """Fill in evq/peer ratios (on the peers' rows: evq on PostgreSQL for the peers on
+    PostgreSQL, evq on SQLite for the others), fractions of the ceiling (evq's) and, in the
+    growth scenario, each cost over its cost at the smallest log."""
     ok = _ok(figures)
     for f in ok.values():
-        evq = ok.get(("evq", f.measure))
-        if f.system not in ("evq", "sqlite3") and evq is not None and f.median:
+        evq = ok.get(("evq-pg" if f.system in ON_POSTGRES else "evq", f.measure))
+        if f.system not in ("evq", "evq-pg", "sqlite3") and evq is not None and f.median:
             f.ratio = evq.median / f.median
         if f.system == "evq" and f.measure in CEILING_OF:
             measure, events = CEILING_OF[f.measure]

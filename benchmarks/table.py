@@ -23,6 +23,8 @@ def number(value: float) -> str:
 def store_of(system: str) -> str:
     if system in ("evq", "sqlite3"):
         return "SQLite"
+    if system == "evq-pg":
+        return "Postgres"
     return BY_NAME[system].store
 
 

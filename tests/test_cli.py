@@ -56,7 +56,10 @@ def _cli_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for cls in cli_jobs.job_types():  # in case another suite's fixture reset the registry
         registry.register(cls.job_name, cls)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    known = dict(registry._types)
     yield
+    registry._types.clear()  # job types a test defined are gone for the next one
+    registry._types.update(known)
     for s, h in handlers.items():
         signal.signal(s, h)
 
