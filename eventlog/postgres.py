@@ -22,6 +22,7 @@ at commit; idle workers ``LISTEN`` on their own connection (:class:`PgSignals`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -42,6 +43,7 @@ except ImportError:  # pragma: no cover - the optional extra is not installed
     psycopg = None  # type: ignore[assignment]
 
 log = logging.getLogger("evq.store")
+_PIPELINE = psycopg is not None and psycopg.Pipeline.is_supported()  # libpq 14 or newer
 
 # Options of a postgresql:// URL that evq reads itself; the libpq ones it passes on.
 EVQ_OPTIONS = {"schema"}
@@ -65,9 +67,11 @@ def _ddl(script: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _statement(sql: str) -> str:
-    """A statement with ``?`` placeholders in psycopg's ``%s`` style."""
-    return sql.replace("%", "%%").replace("?", "%s")
+def _statement(sql: str) -> tuple[str, bool]:
+    """A statement with ``?`` placeholders in psycopg's ``%s`` style, and whether it gives rows
+    (a query, or a write with RETURNING)."""
+    gives_rows = sql.lstrip()[:6].upper() in ("SELECT", "WITH") or " RETURNING " in sql.upper()
+    return sql.replace("%", "%%").replace("?", "%s"), gives_rows
 
 
 def _key(text: str) -> int:
@@ -205,20 +209,27 @@ class PostgresLog(SqlLog):
     # -- transactions --------------------------------------------------------------------------
 
     @contextmanager
-    def _tx(self, begin: str, *, writing: bool = True) -> Iterator[Any]:
+    def _tx(self, *begin: str, writing: bool = True) -> Iterator[Any]:
+        """A transaction of the statements ``begin`` and the caller's. A write transaction runs
+        in pipeline mode: statements whose rows nobody reads (inserts, updates, locks, the
+        commit) are sent without waiting for their answers, so a dispatch costs two round trips
+        to the server (its position, then the commit) instead of one per statement."""
         with self.lock:
             if self._in_tx:
                 yield self._conn
                 return
-            conn = self._run(lambda c: (c.execute(begin), c)[1])
+            conn = self._run(lambda c: c)
             self._in_tx, self._writing, self._append_locked = True, writing, False
             self._begun()
             try:
-                yield conn
-                if self._woken:
-                    conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
-                                 (self.channel, sorted(self._woken)))
-                conn.execute("COMMIT")
+                with conn.pipeline() if writing and _PIPELINE else contextlib.nullcontext():
+                    for statement in begin:
+                        conn.execute(statement)
+                    yield conn
+                    if self._woken:
+                        conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
+                                     (self.channel, sorted(self._woken)))
+                    conn.execute("COMMIT")
                 woken = self._woken
             except BaseException as exc:
                 error = self._failed(exc) if isinstance(exc, psycopg.Error) else exc
@@ -235,10 +246,10 @@ class PostgresLog(SqlLog):
         self._committed(woken)
 
     def transaction(self) -> Any:
-        return self._tx("BEGIN; LOCK TABLE jobs IN ROW EXCLUSIVE MODE")
+        return self._tx("BEGIN", "LOCK TABLE jobs IN ROW EXCLUSIVE MODE")
 
     def exclusive(self) -> Any:
-        return self._tx(f"BEGIN; LOCK TABLE jobs IN EXCLUSIVE MODE; "
+        return self._tx("BEGIN", "LOCK TABLE jobs IN EXCLUSIVE MODE",
                         f"SELECT pg_advisory_xact_lock({self._append_key})")
 
     def reading(self) -> Any:
@@ -246,7 +257,7 @@ class PostgresLog(SqlLog):
 
     def lock_appends(self) -> None:
         if not self._append_locked:
-            self.execute("SELECT pg_advisory_xact_lock(?)", (self._append_key,))
+            self._run(lambda c: c.execute("SELECT pg_advisory_xact_lock(%s)", (self._append_key,)))
             self._append_locked = True
 
     def row_lock(self, *, skip_locked: bool = False) -> str:
@@ -257,12 +268,18 @@ class PostgresLog(SqlLog):
     # -- statements ----------------------------------------------------------------------------
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
-        return self._run(lambda c: _rows(c.execute(_statement(sql), params)))
+        statement, gives_rows = _statement(sql)
+        if not gives_rows:  # in a pipeline: sent, not awaited
+            return self._run(lambda c: (c.execute(statement, params), [])[1])
+        return self._run(lambda c: c.execute(statement, params).fetchall())
 
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
         rows = list(rows)
-        if rows:
-            self._run(lambda c: c.cursor().executemany(_statement(sql), rows))
+        statement = _statement(sql)[0]
+        if len(rows) == 1:
+            self._run(lambda c: c.execute(statement, rows[0]))
+        elif rows:
+            self._run(lambda c: c.cursor().executemany(statement, rows))
 
     def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         return self.execute(sql, params)
@@ -306,7 +323,7 @@ class PostgresLog(SqlLog):
         self._check_version(version, upgrade=upgrade)
         if version == SCHEMA_VERSION:
             return version
-        with self._tx(f"BEGIN; SELECT pg_advisory_xact_lock({self._migrate_key})"):
+        with self._tx("BEGIN", f"SELECT pg_advisory_xact_lock({self._migrate_key})"):
             if self.schema:
                 self.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             self.run_script("CREATE TABLE IF NOT EXISTS evq_schema (version INTEGER NOT NULL)")
