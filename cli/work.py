@@ -78,6 +78,9 @@ def register(app: typer.Typer) -> None:
         supervise several worker processes)."""
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if not app_modules:
+            raise ConfigError("evq work needs --app MODULE (or EVQ_APP): the modules that "
+                              "define the job types to run (a worker claims no other)")
         import_apps(app_modules)
         age = parse_age(archive_after) if archive_after is not None else None
         q = get(ctx).queue(create=True)

@@ -154,6 +154,7 @@ class WorkerStarted(WorkerEvent, frozen=True, tag="WorkerStarted"):
     concurrency: int = 1
     pool: str = "thread"
     lease: float = 30.0
+    names: list[str] = []  # the job types it runs (it claims no other)
 
 
 class WorkerHeartbeat(WorkerEvent, frozen=True, tag="WorkerHeartbeat"):

@@ -21,7 +21,7 @@ from .codec import Record, decode, encode
 from .errors import DecodeError, EvqError, StoreError
 from .events import Event, JobDispatched
 
-SCHEMA_VERSION = 3  # 2: the workers table; 3: the minutes table
+SCHEMA_VERSION = 4  # 2: the workers table; 3: the minutes table; 4: workers.names
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index
 # of events by job (one page less per dispatch); reads by job look it up by position instead.

@@ -82,9 +82,10 @@ def workers(store: Store, *, now: float | None = None, stopped: bool = False,
 def check(store: Store, *, max_backlog: int = 1000, max_failure_rate: float = 0.1,
           window: float = 300.0, min_workers: int = 1, now: float | None = None) -> Health:
     """The queue's health: the store answers, at least ``min_workers`` workers are alive and no
-    lost worker still holds jobs, at most ``max_backlog`` jobs are ready but unclaimed, and at
+    lost worker still holds jobs, at most ``max_backlog`` jobs are ready but unclaimed, at
     most ``max_failure_rate`` of the attempts that ended in the last ``window`` seconds (the
-    minutes it reaches into, from the ``minutes`` projection) failed."""
+    minutes it reaches into, from the ``minutes`` projection) failed; and, while a worker is
+    alive, some live worker runs the job type of each pending job in its queue."""
     now = time.time() if now is None else now
     try:
         return _checks(store, max_backlog, max_failure_rate, window, min_workers, now)
@@ -94,6 +95,21 @@ def check(store: Store, *, max_backlog: int = 1000, max_failure_rate: float = 0.
 
 def unreachable(why: str) -> Health:
     return Health(UNHEALTHY, [Check("store", UNHEALTHY, why)])
+
+
+def _runnable(store: Store, now: float) -> Check:
+    """Whether some live worker watches the queue and runs the job type of every pending job
+    (a worker claims only the types it has registered; one that recorded none, from before
+    evq recorded them, counts as running every type)."""
+    live = [r for r in store.workers.running() if status_of(r, now) == ALIVE]
+    served = {(q, n) for r in live for q in r.queues.split(",") for n in r.names.split(",")}
+    anything = {q for r in live if not r.names for q in r.queues.split(",")}
+    stuck = [c for c in store.tables.counts() if c.pending and c.queue not in anything
+             and (c.queue, c.name) not in served]
+    if not stuck:
+        return Check("runnable", OK, "a live worker runs every pending job type")
+    return Check("runnable", DEGRADED, "no live worker runs " + ", ".join(
+        f"{c.name} in {c.queue} ({c.pending} pending)" for c in stuck))
 
 
 def _checks(store: Store, max_backlog: int, max_failure_rate: float, window: float,
@@ -122,4 +138,6 @@ def _checks(store: Store, max_backlog: int, max_failure_rate: float, window: flo
     checks.append(Check("failure_rate", DEGRADED if rate > max_failure_rate else OK,
                         f"{rate:.1%} of {attempts} attempts in the last {window:g}s failed "
                         f"(at most {max_failure_rate:.1%})"))
+    if alive:
+        checks.append(_runnable(store, now))
     return Health(max((c.status for c in checks), key=LEVELS.index), checks)

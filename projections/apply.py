@@ -139,7 +139,7 @@ def apply_worker(row: WorkerRow | None, event: WorkerEvent) -> WorkerRow:
             return WorkerRow(name=event.worker, host=event.host, pid=event.pid,
                              queues=",".join(event.queues), concurrency=event.concurrency,
                              pool=event.pool, lease=event.lease, started_at=event.ts,
-                             last_seen=event.ts)
+                             last_seen=event.ts, names=",".join(event.names))
     row = row or WorkerRow(name=event.worker, started_at=event.ts, last_seen=event.ts)
     match event:
         case WorkerHeartbeat() if row.stopped_at is None:

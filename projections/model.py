@@ -133,6 +133,7 @@ class WorkerRow(msgspec.Struct, frozen=True):
     last_seen: float = 0.0  # its latest heartbeat
     stopped_at: float | None = None
     done: int = 0  # attempts finished, as of its latest heartbeat
+    names: str = ""  # comma-separated: the job types it runs
 
 
 JOB_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobRow))

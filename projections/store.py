@@ -21,7 +21,7 @@ from evq.eventlog.codec import Record
 from evq.eventlog.errors import ConfigError
 from evq.eventlog.events import Event
 from evq.eventlog.sqlite import SqliteLog
-from evq.eventlog.sqllog import SqlLog
+from evq.eventlog.sqllog import SCHEMA_VERSION, SqlLog
 
 from .apply import Deltas, apply
 from .model import PENDING, Counts, JobRow, MinuteCounts
@@ -45,7 +45,11 @@ class Store:
         self.workers = WorkerTable(log)
         self.schema_was = found = log.migrate(
             lambda: (SqlTables.create(log), WorkerTable.create(log)), upgrade=upgrade)
-        if 0 < found < 3:  # the minutes table is new in version 3: derive it from the log
+        if 0 < found < 4:  # version 4 adds workers.names: the table is made again
+            with log.transaction():
+                log.run_script("DROP TABLE workers")
+                WorkerTable.create(log)
+        if 0 < found < SCHEMA_VERSION:  # derive what the new tables and columns hold
             self.rebuild()
         self._signals = log.signals()
         self._watches: list[_LocalWatch] = []
@@ -119,15 +123,19 @@ class Store:
 
     # -- named operations: each one transaction that picks jobs and appends events for them ----
 
-    def claim(self, queues: Sequence[str], now: float, limit: int,
-              lease: Decide) -> list[JobRow]:
+    def claim(self, queues: Sequence[str], now: float, limit: int, lease: Decide,
+              names: Sequence[str] | None = None) -> list[JobRow]:
         """Lease up to ``limit`` jobs of ``queues`` that are ready at ``now`` (an earlier queue
-        first; within a queue by priority, then dispatch order): ``lease`` gives each picked
-        row's events (its ``JobLeased``). Returns the rows as leased."""
+        first; within a queue by priority, then dispatch order), of the job types ``names``
+        only if given: ``lease`` gives each picked row's events (its ``JobLeased``). Returns
+        the rows as leased."""
+        if names is not None and not names:
+            return []
+
         def ready(tables: SqlTables) -> list[JobRow]:
             got: list[JobRow] = []
             for q in queues:
-                got += tables.ready(q, now, limit - len(got))
+                got += tables.ready(q, now, limit - len(got), names)
                 if len(got) >= limit:
                     break
             return got

@@ -210,10 +210,14 @@ class SqlTables:
             f"SELECT {_COLS} FROM jobs{self.log.index_hint(index)} WHERE {where} {tail}"
             f"{self.log.row_lock(skip_locked=skip_locked)}", params)]
 
-    def ready(self, queue: str, now: float, limit: int) -> list[JobRow]:
-        """Jobs of ``queue`` that may be claimed now, in claim order (inside a write
-        transaction, those no other writer holds)."""
-        return self._rows(f"queue = ? AND {READY} AND run_at <= ?", (queue, now),
+    def ready(self, queue: str, now: float, limit: int,
+              names: Sequence[str] | None = None) -> list[JobRow]:
+        """Jobs of ``queue`` (and of the job types ``names``, if given) that may be claimed
+        now, in claim order (inside a write transaction, those no other writer holds)."""
+        where = Where(f"queue = ? AND {READY} AND run_at <= ?", params=(queue, now))
+        if names is not None:
+            where.among("name", names)
+        return self._rows(str(where), where.params,
                           f"ORDER BY priority DESC, id LIMIT {int(limit)}", "jobs_ready",
                           skip_locked=True)
 

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS workers (
     started_at  REAL,
     last_seen   REAL,
     stopped_at  REAL,
-    done        INTEGER
+    done        INTEGER,
+    names       TEXT NOT NULL DEFAULT ''
 )
 """
 

@@ -315,27 +315,44 @@ def test_work_queues_and_max_jobs(cli: Cli, q: evq.Queue) -> None:
     assert {q.job(i).state for i in (*urgent, normal)} == {"succeeded"}
 
 
-def test_work_fails_a_job_it_has_no_registration_for(cli: Cli, q: evq.Queue) -> None:
+def test_work_leaves_jobs_it_has_no_registration_for_to_a_worker_that_has(
+        cli: Cli, q: evq.Queue) -> None:
     job_id = append_dispatched(q, "CliNotDeployedYet", b"{}")
     after = q.dispatch(CliAdd(a=1, b=1))
     work(cli)
-    row = q.job(job_id)
-    assert row.state == "failed" and row.error_type == "UnknownJob"
-    assert "'CliNotDeployedYet'" in (row.error or "") and "--app" in (row.error or "")
-    assert q.job(after).state == "succeeded"  # the worker went on
-    listed = as_json(cli("failed", "list", "--json"))
-    assert [(j["id"], j["name"]) for j in listed] == [(job_id, "CliNotDeployedYet")]
+    assert q.job(job_id).state == "pending" and q.job(after).state == "succeeded"
+    assert [e.event.__struct_config__.tag for e in q.history(job_id)] == ["JobDispatched"]
 
-    # after a deploy that brings the job type, a retry runs it
+    # after a deploy that brings the job type, a worker runs it
     class CliNotDeployedYet(evq.Job):
         def handle(self) -> str:
             return "deployed"
 
-    assert ok(cli("failed", "retry", job_id)).stdout.strip() == f"requeued job {job_id}"
-    assert q.job(job_id).state == "pending"
     work(cli)
     row = q.job(job_id)
     assert (row.state, row.result) == ("succeeded", '"deployed"')
+
+
+def test_health_names_pending_job_types_no_live_worker_runs(cli: Cli, q: evq.Queue) -> None:
+    from evq.eventlog.events import WorkerStarted
+
+    append_dispatched(q, "CliNotDeployedYet", b"{}")
+    q.dispatch(CliAdd(a=1, b=1), queue="elsewhere")
+    q.dispatch(CliAdd(a=2, b=2))
+    q.append([WorkerStarted(ts=time.time(), worker="w1", queues=["default"], names=["CliAdd"])])
+    result = cli("health", "--json")
+    assert result.exit_code == 1  # degraded
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["runnable"]["status"] == "degraded"
+    detail = checks["runnable"]["detail"]
+    assert "CliNotDeployedYet in default (1 pending)" in detail
+    assert "CliAdd in elsewhere (1 pending)" in detail and "CliAdd in default" not in detail
+
+
+def test_work_without_an_app_is_one_line(cli: Cli, q: evq.Queue) -> None:
+    q.dispatch(CliAdd(a=1, b=1))
+    assert_error(cli("work", "--stop-when-empty"), "--app", "EVQ_APP")
+    assert q.job(1).state == "pending"
 
 
 def test_work_fails_a_job_whose_arguments_no_longer_decode(cli: Cli, q: evq.Queue) -> None:

@@ -68,7 +68,7 @@ def test_a_silent_worker_is_lost_and_its_jobs_are_listed(queue: evq.Queue) -> No
 def test_health_thresholds(queue: evq.Queue) -> None:
     now = time.time()
     assert queue.health(now=now).status == "unhealthy"  # no worker
-    queue.append([WorkerStarted(ts=now, worker="w")])
+    queue.append([WorkerStarted(ts=now, worker="w", queues=["default"])])
     assert queue.health(now=now).status == "ok"
     ids = queue.dispatch_many([Add(a=i, b=1) for i in range(4)])
     assert queue.health(now=now + 1, max_backlog=3).status == "degraded"
@@ -164,13 +164,13 @@ def test_evq_workers_and_health_commands(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path}/evq.db"
     with contextlib.closing(evq.connect(url)) as q:
         now = time.time()
-        q.append([WorkerStarted(ts=now, worker="w1", pid=11, queues=["a", "b"]),
+        q.append([WorkerStarted(ts=now, worker="w1", pid=11, queues=["a", "b", "default"]),
                   WorkerStarted(ts=now - 100, worker="w0", lease=10.0)])
         q.dispatch_many([Add(a=i, b=1) for i in range(3)])
     listed = evq_cli("--url", url, "workers", "--json")
     assert listed.exit_code == 0
     assert [(w["name"], w["status"], w["queues"]) for w in json.loads(listed.stdout)] == [
-        ("w0", "lost", ""), ("w1", "alive", "a,b")]
+        ("w0", "lost", ""), ("w1", "alive", "a,b,default")]
     table = evq_cli("--url", url, "workers")
     assert table.exit_code == 0 and "w1" in table.stdout and "alive" in table.stdout
 
@@ -179,7 +179,7 @@ def test_evq_workers_and_health_commands(tmp_path: Any) -> None:
     report = json.loads(healthy.stdout)
     assert report["status"] == "ok"
     assert [c["name"] for c in report["checks"]] == ["store", "workers", "backlog",
-                                                     "failure_rate"]
+                                                     "failure_rate", "runnable"]
     degraded = evq_cli("--url", url, "health", "--max-backlog", "2")
     assert degraded.exit_code == 1 and degraded.stdout.splitlines()[-1] == "degraded"
     assert evq_cli("--url", url, "health", "--min-workers", "2").exit_code == 2
@@ -205,6 +205,22 @@ def test_a_store_of_schema_version_2_gets_its_minutes_derived_from_the_log(
     q = evq.connect(url)
     try:
         assert [(m.failures, m.successes) for m in q.store.tables.minutes(now - 60)] == [(1, 0)]
+        assert q.store.verify() == []
+    finally:
+        q.close()
+
+
+def test_a_store_of_schema_version_3_gets_the_names_its_workers_run(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/old.db"
+    q = evq.connect(url)
+    q.append([WorkerStarted(ts=time.time(), worker="w", queues=["default"], names=["core.add"])])
+    with q.store.log.transaction() as conn:  # as evq 0.1 with the minutes table left it
+        conn.execute("ALTER TABLE workers DROP COLUMN names")
+        conn.execute("PRAGMA user_version=3")
+    q.close()
+    q = evq.connect(url)
+    try:
+        assert [w.names for w in q.store.workers.all()] == ["core.add"]
         assert q.store.verify() == []
     finally:
         q.close()

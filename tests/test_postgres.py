@@ -89,7 +89,8 @@ def test_a_schema_behind_is_refused_until_evq_migrate(url: str) -> None:
 def test_a_schema_ahead_is_refused_by_every_command(url: str) -> None:
     evq.connect(url).close()
     sql(url, "UPDATE evq_schema SET version = 99")
-    for command in (["stats"], ["migrate"], ["work", "--stop-when-empty"]):
+    for command in (["stats"], ["migrate"],
+                    ["work", "--app", "tests.cli_jobs", "--stop-when-empty"]):
         assert_error(invoke(["--url", url, *command]), "schema version 99", "upgrade evq")
 
 

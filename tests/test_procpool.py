@@ -31,13 +31,13 @@ def test_outcomes_match_the_thread_pool(queue: evq.Queue, key: str) -> None:
     slow = queue.dispatch(SlowSync(key=key))
     [unknown] = queue.append([JobDispatched(ts=0.0, name="core.nowhere", queue="default",
                                             payload=msgspec.Raw(b"{}"))])
-    assert queue.worker(pool="process", stop_when_empty=True).run() == 8
+    assert queue.worker(pool="process", stop_when_empty=True).run() == 7
     assert (queue.job(add).result, queue.job(async_add).result) == ("5", "2")
     assert queue.job(flaky).state == "failed" and queue.job(flaky).failures == 3
     assert CALLS[key] == []  # the attempts ran in a child, not here; so did Flaky.failed()
     assert FAILED_HOOK[key] == ["TimeoutError('core.slow_sync timed out after 0.2s')"]
     assert queue.job(exits).error_type == "SystemExit"
-    assert queue.job(unknown).error_type == "UnknownJob"
+    assert queue.job(unknown).state == "pending"  # left to a worker that runs it
     assert event_types(queue, slow)[-2:] == ["JobTimedOut", "JobDead"]
     assert TIMED_OUT_HOOK[key] == 1  # its child was killed: its hooks ran in the worker
     assert queue.store.verify() == []

@@ -48,6 +48,7 @@ from evq.eventlog.events import (
 from evq.projections.model import HELD, LEASED, PENDING, JobRow, malformed
 from evq.projections.store import Store, Watch
 
+from . import registry
 from .embedded import Running
 from .execute import AsyncRunner, Outcome, failure, load_or_none, run, timed_out
 from .procpool import ProcessPool
@@ -163,7 +164,7 @@ class Worker:
         self._write(lambda: self.store.append([WorkerStarted(
             ts=time.time(), worker=self.name, host=socket.gethostname(), pid=os.getpid(),
             queues=self.queues, concurrency=self.concurrency, pool=self.pool,
-            lease=self.lease)]), None)
+            lease=self.lease, names=registry.names())]), None)
         self._next_heartbeat = time.time() + self.lease / 3
         for i in range(self.concurrency):
             self._spawn(i)
@@ -270,7 +271,8 @@ class Worker:
                                   lease_expires=max(lease_until, now + (row.timeout or 0) + 1))]
             return self._reject(row, now, problem)
 
-        picked = self._write(lambda: self.store.claim(self.queues, now, limit, lease), None)
+        picked = self._write(lambda: self.store.claim(self.queues, now, limit, lease,
+                                                      registry.names()), None)
         if picked is None:
             return True  # the store refused (locked, full): not empty; try again after a pause
         rows = [r for r in picked if r.state == LEASED and r.worker == self.name]
