@@ -21,18 +21,26 @@ class Record(msgspec.Struct, frozen=True):
 
 
 def decode(body: bytes | str) -> AnyEvent:
-    """Decode one stored event body, with a clear error for unknown types or broken bodies."""
+    """Decode one stored event body, with a clear error for unknown types or broken bodies
+    (whatever the body holds: this never raises anything but :class:`DecodeError`)."""
     try:
         return _decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise DecodeError(_explain(body, exc)) from None
 
 
 def _explain(body: bytes | str, exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "stored event nests deeper than evq reads (a value over ~1,000 levels deep)"
     try:
-        kind = msgspec.json.decode(body).get("type")
-    except Exception:
+        obj = msgspec.json.decode(body)
+    except RecursionError:
+        return "stored event nests deeper than evq reads (a value over ~1,000 levels deep)"
+    except msgspec.DecodeError:
         return f"stored event is not valid JSON: {exc}"
+    if not isinstance(obj, dict):
+        return f"stored event is not a JSON object: {exc}"
+    kind = obj.get("type")
     if kind not in EVENT_TYPES:
         return (
             f"unknown event type {kind!r}: this log was written by a newer evq "

@@ -667,6 +667,39 @@ def test_clear_without_force_refuses_and_keeps_the_jobs(cli: Cli, q: evq.Queue,
     assert [q.job(i).state for i in ids] == ["pending"] * 3
 
 
+# -- events no reader can decode ---------------------------------------------------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+UNREADABLE = {
+    "not-json": ("JobStarted", "not json", "not valid JSON"),
+    "not-an-object": ("JobStarted", "[1, 2]", "not a JSON object"),
+    "unknown-type": ("JobFromTheFuture", '{"type": "JobFromTheFuture", "job_id": 1, "ts": 1}',
+                     "unknown event type"),
+    "wrong-field-type": ("JobStarted", '{"type": "JobStarted", "job_id": 1, "ts": "noon", '
+                         '"attempt": 1, "worker": "w"}', "Expected `float`"),
+    "nested-100k-deep": ("JobSucceeded", '{"type": "JobSucceeded", "job_id": 1, "ts": 1, '
+                         f'"attempt": 1, "duration": 0, "result": {DEEP}}}', "nests deeper"),
+}
+
+
+@pytest.mark.parametrize("kind", UNREADABLE)
+@pytest.mark.parametrize("command", [["events"], ["events", "--json"], ["history", "1"],
+                                     ["replay", "--since", "0", "--verify"]],
+                         ids=lambda c: "-".join(c[:2]))
+def test_every_reader_of_the_log_names_an_event_it_cannot_decode(
+        cli: Cli, q: evq.Queue, kind: str, command: list[str]) -> None:
+    """A row written into the log by another program (or a newer evq): every reader stops at
+    it with one line that names its position, never a traceback or a RecursionError."""
+    job = q.dispatch(CliAdd(a=1, b=1))
+    kind_name, body, why = UNREADABLE[kind]
+    seq = q.store.log.last_seq() + 1
+    with q.store.log.transaction():
+        q.store.log.execute("INSERT INTO events(seq, ts, type, job_id, queue, body) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", (seq, time.time(), kind_name, job,
+                                                          "default", body))
+    assert_error(cli(*command), f"event at seq {seq}", why)
+
+
 # -- query -------------------------------------------------------------------------------------
 
 
