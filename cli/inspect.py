@@ -11,7 +11,7 @@ import msgspec
 import typer
 
 from .context import get
-from .output import console, print_json, print_table, seconds, when
+from .output import console, inert, print_json, print_table, seconds, when
 from .timeparse import parse_point
 
 STATE_COLUMNS = ("pending", "delayed", "leased", "running", "succeeded", "failed", "cancelled")
@@ -36,10 +36,7 @@ def stats(
     q = get(ctx).queue()
 
     def collect() -> dict[str, Any]:
-        data = q.stats(window)
-        if queue is not None:
-            data["queues"] = {k: v for k, v in data["queues"].items() if k == queue}
-        return data
+        return q.stats(window, queue=queue)
 
     if as_json:
         print_json(collect())
@@ -47,34 +44,39 @@ def stats(
     if not watch:
         print_stats(collect())
         return
-    from rich.live import Live
+    try:
+        if not sys.stdout.isatty():  # a pipe or a file: each refresh printed after the last
+            while True:
+                print_stats(collect())
+                sys.stdout.flush()
+                time.sleep(1)
+        from rich.live import Live
 
-    with Live(console=console(), auto_refresh=False) as live:
-        try:
+        with Live(console=console(), auto_refresh=False) as live:
             while True:
                 live.update(_stats_tables(collect()), refresh=True)
                 time.sleep(1)
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
 
 
 def _stats_tables(data: dict[str, Any]) -> Any:
     from rich.console import Group
     from rich.table import Table
 
-    queues = Table(title=f"queues ({data['url']}, log at seq {data['last_seq']})",
+    queues = Table(title=f"queues ({inert(data['url'])}, log at seq {data['last_seq']})",
                    title_justify="left")
     queues.add_column("queue")
     for c in STATE_COLUMNS:
         queues.add_column(c, justify="right")
     for name, counts in data["queues"].items():
-        queues.add_row(name, *(str(counts[c]) for c in STATE_COLUMNS))
+        queues.add_row(inert(name), *(str(counts[c]) for c in STATE_COLUMNS))
     types = Table(title="job types", title_justify="left")
     for c in ("name", "dispatched", "succeeded", "failures", "retried", "dead", "fail %",
               "run p50", "run p95", "run p99", "wait p50", "wait p99"):
         types.add_column(c, justify="left" if c == "name" else "right")
     for name, t in data["job_types"].items():
-        types.add_row(name, str(t["dispatched"]), str(t["succeeded"]), str(t["failures"]),
+        types.add_row(inert(name), str(t["dispatched"]), str(t["succeeded"]), str(t["failures"]),
                       str(t["retried"]), str(t["dead"]), f"{t['failure_rate'] * 100:.1f}",
                       *(seconds(t[k]) or "" for k in ("duration_p50", "duration_p95",
                                                       "duration_p99", "wait_p50", "wait_p99")))
@@ -93,7 +95,7 @@ def _recent_table(title: str, key: str, groups: dict[str, Any]) -> Any:
               "wait p95", "wait p99", "run p50", "run p95", "run p99", "per min"):
         table.add_column(c, justify="left" if c == key else "right")
     for name, g in groups.items():
-        table.add_row(name, *(str(g[k]) for k in ("jobs", "succeeded", "failed", "cancelled",
+        table.add_row(inert(name), *(str(g[k]) for k in ("jobs", "succeeded", "failed", "cancelled",
                                                   "retried_jobs")),
                       f"{g['failure_rate'] * 100:.1f}",
                       *(seconds(g[k]) or "" for k in ("wait_p50", "wait_p95", "wait_p99",
@@ -116,14 +118,24 @@ def jobs(
     limit: int = typer.Option(100, "--limit", min=1),
     as_json: bool = typer.Option(False, "--json", help="A JSON array of jobs."),
 ) -> None:
-    """List jobs from the projections, oldest first."""
-    rows = get(ctx).queue().jobs(state, queue=queue, name=name, limit=limit)
+    """List jobs from the projections, oldest first (with more than --limit, says how many
+    match)."""
+    q = get(ctx).queue()
+    rows = q.jobs(state, queue=queue, name=name, limit=limit)
     if as_json:
         print_json(rows)
         return
+    now = time.time()
     print_table(None, ["id", "name", "queue", "state", "attempt", "run at", "duration", "error"],
-                [(r.id, r.name, r.queue, r.state, r.attempt, when(r.run_at), seconds(r.duration),
-                  r.error) for r in rows])
+                [(r.id, r.name, r.queue, "delayed" if r.state == "pending" and r.run_at > now
+                  else r.state, r.attempt, when(r.run_at), seconds(r.duration), r.error)
+                 for r in rows])
+    if len(rows) == limit:
+        total = q.count_jobs(state, queue=queue, name=name)
+        if total > limit:
+            typer.echo(f"the oldest {limit} of {total:,} matching jobs; see more with --limit "
+                       f"{min(total, limit * 10)}, or narrow with --state, --queue or --name",
+                       err=True)
 
 
 def history(
@@ -163,25 +175,28 @@ def print_history(records: list[Any]) -> None:
     print_table(title, ["seq", "time", "after", "event", "attempt", "details"], rows)
     tb = next((o["traceback"] for o in reversed(objs) if o.get("traceback")), None)
     if tb:
-        typer.echo("last traceback:\n" + tb.rstrip())
+        typer.echo("last traceback:\n" + inert(tb.rstrip(), lines=True, cut=20_000))
 
 
 _SHOWN = {"seq", "ts", "type", "job_id", "attempt", "traceback", "payload"}
 
 
 def _details(o: dict[str, Any]) -> str:
+    """An event's fields in one line, each value inert and cut (see :func:`inert`)."""
     parts = []
     if o["type"] == "JobDispatched":
-        parts.append("args " + msgspec.json.encode(o["payload"]).decode())
+        parts.append("args " + inert(msgspec.json.encode(o["payload"]).decode()))
     for k, v in o.items():
         if k in _SHOWN or v in (None, [], "") or (o["type"] == "JobDispatched" and k in (
                 "name", "queue", "tries", "backoff")):
+            continue
+        if k == "run_at" and not v:  # a requeue's "at once"
             continue
         if k in ("run_at", "lease_expires"):
             v = when(v)
         elif k in ("duration", "timeout"):
             v = seconds(v)
-        parts.append(f"{k} {v}")
+        parts.append(f"{k} {inert(v)}")
     return ", ".join(parts)
 
 
@@ -200,7 +215,12 @@ def events(
 ) -> None:
     """The log itself, in order."""
     from evq.eventlog.codec import to_json_obj
+    from evq.eventlog.events import EVENT_TYPES
 
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown:
+        raise typer.BadParameter(f"unknown event type {unknown[0]!r} (one of "
+                                 f"{', '.join(sorted(EVENT_TYPES))})", param_hint="--type")
     q = get(ctx).queue()
     filters: dict[str, Any] = {"types": types, "queue": queue, "job_id": job}
     start = 0
@@ -214,7 +234,10 @@ def events(
         pos, ts = parse_point(until)
         filters["until"], filters["until_ts"] = pos, ts
 
-    def show(since_seq: int, left: int | None) -> int:
+    left = limit  # events still to print (None: no limit)
+
+    def show(since_seq: int) -> int:
+        nonlocal left
         last = since_seq
         for rec in q.events(since=since_seq, limit=left, **filters):
             obj = to_json_obj(rec)
@@ -224,19 +247,20 @@ def events(
                 typer.echo(f"{obj['seq']:>8} {when(obj['ts'])} {obj['type']:<18} "
                            f"job {obj['job_id']:<8} {_details(obj)}")
             last = rec.seq
+            left = None if left is None else left - 1
         sys.stdout.flush()
         return last
 
-    last = show(start, limit)
-    if not follow:
+    last = show(start)
+    if not follow or left == 0:
         return
     changed = threading.Event()
     watcher = q.store.watch(None, changed.set)
     try:
-        while True:
+        while left != 0:
             changed.wait(1.0)
             changed.clear()
-            last = show(last, None)
+            last = show(last)
     except KeyboardInterrupt:
         pass
     finally:

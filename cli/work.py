@@ -85,6 +85,8 @@ def register(app: typer.Typer) -> None:
         age = parse_age(archive_after) if archive_after is not None else None
         q = get(ctx).queue(create=True)
         queue_list = [s.strip() for s in queues.split(",") if s.strip()]
+        if not queue_list:
+            raise typer.BadParameter("name at least one queue", param_hint="--queues")
         if not supervised and (processes > 1 or max_memory is not None):
             if max_memory is not None and rss_mb(os.getpid()) is None:
                 raise ConfigError("--max-memory reads memory use from /proc, which this system "

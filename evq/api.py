@@ -233,45 +233,36 @@ class Queue:
              name: str | None = None, limit: int = 100) -> list[JobRow]:
         """Jobs in one state (``pending``: ready now; ``delayed``; ``running``: leased or
         running; ``succeeded``, ``failed``, ``cancelled``), oldest first."""
-        now = time.time()
-        filters: dict[str, Any] = {"queue": queue, "name": name, "limit": limit}
-        match state:
-            case None:
-                pass
-            case "pending":
-                filters.update(states=[PENDING], due_before=now)
-            case "delayed":
-                filters.update(states=[PENDING], due_after=now)
-            case "running":
-                filters.update(states=["leased", "running"])
-            case "succeeded" | "failed" | "cancelled":
-                filters.update(states=[state])
-            case _:
-                raise InvalidArguments(f"unknown state {state!r}: use pending, delayed, "
-                                       "running, succeeded, failed or cancelled")
-        return self.store.tables.find(**filters)
+        return self.store.tables.find(**_job_filters(state, queue, name), limit=limit)
+
+    def count_jobs(self, state: str | None = None, *, queue: str | None = None,
+                   name: str | None = None) -> int:
+        """How many jobs :meth:`jobs` would list without a limit."""
+        return self.store.tables.count(**_job_filters(state, queue, name))
 
     def size(self, queue: str = "default") -> int:
         """Jobs waiting in ``queue``: ready and delayed, not yet claimed."""
         return sum(c.pending for c in self.store.tables.queue_counts() if c.queue == queue)
 
-    def stats(self, window: int = WINDOW) -> dict[str, Any]:
+    def stats(self, window: int = WINDOW, *, queue: str | None = None) -> dict[str, Any]:
         """Counts per queue and state; per job type the all-time totals, with percentiles of
         wait and run time over the latest jobs; and ``recent``: outcomes, retries, failure rate,
         wait and run times and throughput per queue and per job type over the latest jobs (see
-        :mod:`evq.projections.analytics`)."""
+        :mod:`evq.projections.analytics`). With ``queue``, all of it for that queue only."""
         now = time.time()
-        latest = recent(self.store.log, now, window)
+        latest = recent(self.store.log, now, window, queue)
         delayed = self.store.tables.delayed_counts(now)
         queues = {}
         for c in self.store.tables.queue_counts():
+            if queue is not None and c.queue != queue:
+                continue
             counts = msgspec.structs.asdict(c)
             del counts["queue"]
             counts["delayed"] = delayed.get(c.queue, 0)
             counts["pending"] -= counts["delayed"]
             queues[c.queue] = counts
         types = {}
-        for t in self.store.tables.type_stats():
+        for t in self.store.tables.type_stats(queue):
             entry = msgspec.structs.asdict(t)
             del entry["name"]
             attempts = t.succeeded + t.failures
@@ -394,3 +385,23 @@ def _finite(value: object) -> bool:
     return (isinstance(value, int | float) and not isinstance(value, bool)
             and math.isfinite(value))
 
+
+def _job_filters(state: str | None, queue: str | None, name: str | None) -> dict[str, Any]:
+    """The filters of :meth:`SqlTables.find` that select the jobs of ``state``."""
+    now = time.time()
+    filters: dict[str, Any] = {"queue": queue, "name": name}
+    match state:
+        case None:
+            pass
+        case "pending":
+            filters.update(states=[PENDING], due_before=now)
+        case "delayed":
+            filters.update(states=[PENDING], due_after=now)
+        case "running":
+            filters.update(states=["leased", "running"])
+        case "succeeded" | "failed" | "cancelled":
+            filters.update(states=[state])
+        case _:
+            raise InvalidArguments(f"unknown state {state!r}: use pending, delayed, "
+                                   "running, succeeded, failed or cancelled")
+    return filters

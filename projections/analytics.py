@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from evq.eventlog.sqllog import SqlLog
+from evq.eventlog.sqllog import SqlLog, Where
 
 from .model import CANCELLED, FAILED, SUCCEEDED
 
@@ -55,11 +55,14 @@ class _Group:
         }
 
 
-def recent(log: SqlLog, now: float, window: int = WINDOW) -> dict[str, Any]:
-    """Figures per queue and per job type over the newest ``window`` jobs."""
+def recent(log: SqlLog, now: float, window: int = WINDOW,
+           queue: str | None = None) -> dict[str, Any]:
+    """Figures per queue and per job type over the newest ``window`` jobs (of ``queue``)."""
+    where = Where().given(("queue = ?", queue))
     rows = log.read_rows(
         "SELECT queue, name, state, failures, attempt, wait, duration, finished_at, "
-        f"dispatched_at FROM jobs ORDER BY id DESC LIMIT {int(window)}")
+        f"dispatched_at FROM jobs WHERE {where} ORDER BY id DESC LIMIT {int(window)}",
+        where.params)
     queues: defaultdict[str, _Group] = defaultdict(_Group)
     types: defaultdict[str, _Group] = defaultdict(_Group)
     since = now - THROUGHPUT_SPAN

@@ -42,7 +42,7 @@ class Replayed:
 
     events: int  # events applied (after the snapshot)
     start: int  # the position it started after: the snapshot's, or 0
-    end: int  # the last position it read
+    end: int  # the position of the last event it replayed (``start`` if none)
     snapshot_ts: float | None = None
 
 
@@ -71,9 +71,10 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
         copied: list[Row] = []
         workers: list[Record] = []  # worker events (job id 0), for the workers table
         count = 0
+        last = first  # the position of the last event replayed
 
         def records() -> Iterator[Record]:
-            nonlocal count
+            nonlocal count, last
             reader = archive.rows(source.log, since=0 if copy_events else first, until=end,
                                   brief=not copy_events)
             for row in reader:
@@ -86,6 +87,7 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
                     if row[0] <= first:
                         continue
                 count += 1
+                last = row[0]
                 if progress and count % PROGRESS_EVERY == 0:
                     progress(count, end - first)
                 record = decode_row(row)
@@ -101,7 +103,7 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
         target.workers.record(worker_events(workers))
     if progress:
         progress(count, count)
-    return Replayed(count, first, end, start.ts if start else None)
+    return Replayed(count, first, last, start.ts if start else None)
 
 
 def _write(target: Store, rows: dict[int, JobRow], deltas: Deltas,

@@ -136,6 +136,23 @@ VIEWS = ";".join((_view("queue_stats", "queue", QueueCounts),
                   _view("job_type_stats", "name", JobTypeStats)))
 
 
+def _filter(states: Sequence[str], queue: str | None, name: str | None,
+            due_before: float | None, due_after: float | None) -> tuple[Where, str | None]:
+    """The WHERE clause of :meth:`SqlTables.find` and the partial index that serves it."""
+    where = Where().among("state", states)
+    index = None  # without one, ORDER BY id LIMIT tempts SQLite to scan every job
+    cover = next(((i, c) for s, i, c in _COVERING if states and s >= set(states)), None)
+    if cover is not None:
+        index = cover[0]
+        where.add(cover[1])
+    if due_after is not None:
+        index = "jobs_delayed"
+        where.add(DELAYED)
+    where.given(("queue = ?", queue), ("name = ?", name), ("run_at <= ?", due_before),
+                ("run_at > ?", due_after))
+    return where, index
+
+
 class SqlTables:
     """Reads and writes of the projection tables, through the log's statements."""
 
@@ -248,20 +265,18 @@ class SqlTables:
              due_after: float | None = None, limit: int = 100,
              newest_first: bool = False) -> list[JobRow]:
         """Jobs matching every given filter, in dispatch order."""
-        where = Where().among("state", states)
-        index = None  # without one, ORDER BY id LIMIT tempts SQLite to scan every job
-        cover = next(((i, c) for s, i, c in _COVERING if states and s >= set(states)), None)
-        if cover is not None:
-            index = cover[0]
-            where.add(cover[1])
-        if due_after is not None:
-            index = "jobs_delayed"
-            where.add(DELAYED)
-        where.given(("queue = ?", queue), ("name = ?", name), ("run_at <= ?", due_before),
-                    ("run_at > ?", due_after))
+        where, index = _filter(states, queue, name, due_before, due_after)
         order = "DESC" if newest_first else ""
         return self._rows(str(where), where.params, f"ORDER BY id {order} LIMIT {int(limit)}",
                           index)
+
+    def count(self, *, states: Sequence[str] = (), queue: str | None = None,
+              name: str | None = None, due_before: float | None = None,
+              due_after: float | None = None) -> int:
+        """How many jobs :meth:`find` would give without a limit."""
+        where, index = _filter(states, queue, name, due_before, due_after)
+        return self.log.read_rows(f"SELECT count(*) FROM jobs{self.log.index_hint(index)} "
+                                  f"WHERE {where}", where.params)[0][0]
 
     def pending_ids(self, queue: str) -> list[int]:
         return [i for (i,) in self.log.read_rows(
@@ -277,9 +292,14 @@ class SqlTables:
             f"SELECT queue, count(*) FROM jobs WHERE {DELAYED} AND run_at > ? "
             "GROUP BY queue", (now,)))
 
-    def type_stats(self) -> list[JobTypeStats]:
+    def type_stats(self, queue: str | None = None) -> list[JobTypeStats]:
+        """``job_type_stats``; with ``queue``, the same totals of that queue's jobs only."""
+        if queue is None:
+            return [JobTypeStats(*t) for t in self.log.read_rows(
+                f"SELECT {', '.join(TYPE_COLUMNS)} FROM job_type_stats ORDER BY name")]
+        columns = ", ".join(TYPE_SOURCES.get(c, c) for c in TYPE_COLUMNS)
         return [JobTypeStats(*t) for t in self.log.read_rows(
-            f"SELECT {', '.join(TYPE_COLUMNS)} FROM job_type_stats ORDER BY name")]
+            f"SELECT {columns} FROM counts WHERE queue = ? ORDER BY name", (queue,))]
 
     def counts(self) -> list[Counts]:
         return [Counts(*t) for t in self.log.read_rows(

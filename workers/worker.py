@@ -37,8 +37,10 @@ from msgspec.structs import replace
 from evq.eventlog.errors import EvqError, StoreCorrupt, StoreError
 from evq.eventlog.events import (
     Event,
+    JobFailed,
     JobLeased,
     JobStarted,
+    JobTimedOut,
     LeaseExtended,
     LeaseReleased,
     WorkerHeartbeat,
@@ -438,6 +440,12 @@ class Worker:
                 return None
 
     def _finish(self, outcome: Outcome) -> None:
+        for e in outcome.events:  # what -v shows: each attempt that failed or timed out
+            if isinstance(e, JobFailed):
+                log.info("job %d failed (attempt %d): %s: %s", e.job_id, e.attempt,
+                         e.error_type, e.message)
+            elif isinstance(e, JobTimedOut):
+                log.info("job %d timed out (attempt %d)", e.job_id, e.attempt)
         with self._cv:
             if not self._outbox:
                 self._cv.notify_all()
