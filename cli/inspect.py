@@ -130,12 +130,19 @@ def jobs(
                 [(r.id, r.name, r.queue, "delayed" if r.state == "pending" and r.run_at > now
                   else r.state, r.attempt, when(r.run_at), seconds(r.duration), r.error)
                  for r in rows])
-    if len(rows) == limit:
-        total = q.count_jobs(state, queue=queue, name=name)
-        if total > limit:
-            typer.echo(f"the oldest {limit} of {total:,} matching jobs; see more with --limit "
-                       f"{min(total, limit * 10)}, or narrow with --state, --queue or --name",
-                       err=True)
+    say_how_many_more(q, len(rows), limit, state, queue=queue, name=name)
+
+
+def say_how_many_more(q: Any, shown: int, limit: int, state: str | None, *,
+                      queue: str | None = None, name: str | None = None) -> None:
+    """After a listing cut at ``limit``: how many jobs match in all, on stderr."""
+    if shown < limit:
+        return
+    total = q.count_jobs(state, queue=queue, name=name)
+    if total > limit:
+        typer.echo(f"the oldest {limit} of {total:,} matching jobs; see more with --limit "
+                   f"{min(total, limit * 10)}, or narrow with --state, --queue or --name",
+                   err=True)
 
 
 def history(

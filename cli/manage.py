@@ -73,13 +73,17 @@ def failed_list(
     as_json: bool = typer.Option(False, "--json", help="A JSON array of jobs."),
 ) -> None:
     """List failed jobs, newest last."""
-    rows = get(ctx).queue().jobs("failed", queue=queue, limit=limit)
+    from .inspect import say_how_many_more
+
+    q = get(ctx).queue()
+    rows = q.jobs("failed", queue=queue, limit=limit)
     if as_json:
         print_json(rows)
         return
     print_table("failed jobs", ["id", "name", "queue", "attempts", "failed at", "error"],
                 [(r.id, r.name, r.queue, r.failures, when(r.finished_at),
                   f"{r.error_type}: {r.error}") for r in rows])
+    say_how_many_more(q, len(rows), limit, "failed", queue=queue)
 
 
 @failed_app.command("retry")

@@ -94,6 +94,9 @@ def test_jobs_say_delayed_and_how_many_more_match(cli: Cli, q: evq.Queue) -> Non
     assert len([line for line in result.stdout.splitlines() if "CliAdd" in line]) == 2
     assert "the oldest 2 of 6 matching jobs" in result.stderr and "--limit" in result.stderr
     assert "matching" not in cli("jobs", "--limit", "6").stderr
+    for _ in range(3):
+        failed_with(q, "boom")
+    assert "the oldest 2 of 3 matching jobs" in cli("failed", "list", "--limit", "2").stderr
 
 
 def test_events_follow_stops_after_limit(cli: Cli, q: evq.Queue) -> None:
@@ -111,7 +114,7 @@ def test_unknown_event_types_and_empty_queue_lists_are_errors(cli: Cli, q: evq.Q
 def test_replay_into_says_where_the_replay_ended(cli: Cli, q: evq.Queue,
                                                  tmp_path: object) -> None:
     hour_ago = time.time() - 3600
-    for i in range(3):  # an hour ago: seq 1-3; now: seq 4
+    for _ in range(3):  # an hour ago: seq 1-3; now: seq 4
         append_dispatched(q, "CliAdd", b'{"a": 1, "b": 1}', ts=hour_ago)
     q.dispatch(CliAdd(a=1, b=1))
     until = datetime.fromtimestamp(hour_ago + 60).isoformat()
