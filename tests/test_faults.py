@@ -54,10 +54,16 @@ def check_exactly_once(db: Path, ids: list[int]) -> dict[int, list[str]]:
     """Assert that each job of ``ids`` succeeded exactly once, under a lease still valid then
     (its attempt was the latest lease and no expiry, release or other outcome had ended it);
     returns each job's event types."""
+    return check_log(log_rows(db), ids)
+
+
+def check_log(rows: list[tuple[int, str, int, dict[str, Any]]],
+              ids: list[int]) -> dict[int, list[str]]:
+    """:func:`check_exactly_once` on log rows (seq, type, job id, body) read from any store."""
     valid: dict[int, tuple[int, bool]] = {}  # job -> (latest attempt, lease still valid)
     wins: Counter[int] = Counter()
     kinds: dict[int, list[str]] = {}
-    for _seq, kind, job, body in log_rows(db):
+    for _seq, kind, job, body in rows:
         kinds.setdefault(job, []).append(kind)
         attempt = body.get("attempt")
         if kind == "JobLeased":
