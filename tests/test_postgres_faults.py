@@ -323,13 +323,13 @@ def test_a_network_cut_worker_s_late_outcomes_are_stale(
     stopped(cut)
     stopped(direct)
     assert "reconnected to" in cut.stderr, cut.stderr
-    kinds = check_log(log_rows(url), ids)
+    kinds = check_log(log_rows(url), ids, stale_ok=True)
     for job in held:  # lost by the cut, run again, and the late success kept as a record
         assert kinds[job].count("JobSucceeded") == 2 and "LeaseExpired" in kinds[job]
         assert results[job] == 2
     replay_verify(url)
-    print(f"\nnetwork cut: {len(ids)} jobs, {len(held)} held by the cut worker, taken over "
-          f"{taken:.2f}s after the cut (lease 1s), {len(held)} stale successes recorded, "
+    print(f"\nnetwork cut: {len(ids)} jobs, {len(held)} held by the cut worker, run again by "
+          f"the other {taken:.2f}s after the cut (lease 1s, 2s jobs), {len(held)} stale successes recorded, "
           f"0 duplicates, {proxy.connections} proxied connections")
 
 
