@@ -169,6 +169,10 @@ class PostgresLog(SqlLog):
             raise translate(exc, self.name) from None
         if self.schema:
             conn.execute(f'SET search_path TO "{self.schema}"')
+        # the server's side of the same: a session whose client is cut off mid-transaction
+        # ends in seconds, with the locks it holds (the append lock stops every writer)
+        conn.execute("SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; "
+                     "SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000")
         return conn
 
     def _connection(self) -> Any:

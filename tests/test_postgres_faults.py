@@ -278,7 +278,11 @@ class Proxy:
     def drop(self) -> None:
         """Cut by dropping every packet to and from the proxy's port (iptables): nothing
         tells either side, as when a network fails between two machines."""
-        for rule in (["--dport", str(self.port)], ["--sport", str(self.port)]):
+        with self._lock:  # and the proxy's own connections to the server
+            ends = [s.getsockname()[1] for s in self._socks[1::2]]
+        rules = [["--dport", str(self.port)], ["--sport", str(self.port)]]
+        rules += [[f"--{a}port", str(end)] for end in ends for a in ("s", "d")]
+        for rule in rules:
             rule = ["INPUT", "-p", "tcp", *rule, "-j", "DROP"]
             subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True)
             self._dropping.append(rule)
