@@ -47,9 +47,14 @@ _PIPELINE = psycopg is not None and psycopg.Pipeline.is_supported()  # libpq 14 
 
 # Options of a postgresql:// URL that evq reads itself; the libpq ones it passes on.
 EVQ_OPTIONS = {"schema"}
-LIBPQ_OPTIONS = {"connect_timeout", "sslmode", "sslrootcert", "sslcert", "sslkey",
-                 "application_name", "target_session_attrs", "options", "password", "user"}
-CONNECT_TIMEOUT = "5"
+# What evq sets unless the URL does: a server that stops answering (a network cut that drops
+# packets, a crashed host) is given up on in seconds, as StoreUnavailable, instead of when the
+# kernel gives up on TCP (many minutes; never for an idle connection awaiting a reply).
+LIBPQ_DEFAULTS = {"connect_timeout": "5", "keepalives": "1", "keepalives_idle": "5",
+                  "keepalives_interval": "2", "keepalives_count": "3",
+                  "tcp_user_timeout": "10000"}
+LIBPQ_OPTIONS = {"sslmode", "sslrootcert", "sslcert", "sslkey", "application_name",
+                 "target_session_attrs", "options", "password", "user", *LIBPQ_DEFAULTS}
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 _TYPES = {int: "BIGINT", float: "DOUBLE PRECISION", str: "TEXT"}
@@ -119,7 +124,7 @@ def parse_url(url: str) -> tuple[str, str | None, str]:
     if schema is not None and not _SCHEMA.fullmatch(schema):
         raise ConfigError(f"{_shown(parts)}: schema must be a lower-case SQL name "
                           "(letters, digits, _)")
-    options.setdefault("connect_timeout", CONNECT_TIMEOUT)
+    options = {**LIBPQ_DEFAULTS, **options}
     conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(options)))
     return conninfo, schema, _shown(parts)
 
@@ -168,6 +173,10 @@ class PostgresLog(SqlLog):
             raise translate(exc, self.name) from None
         if self.schema:
             conn.execute(f'SET search_path TO "{self.schema}"')
+        # the server's side of the same: a session whose client is cut off mid-transaction
+        # ends in seconds, with the locks it holds (the append lock stops every writer)
+        conn.execute("SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; "
+                     "SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000")
         return conn
 
     def _connection(self) -> Any:

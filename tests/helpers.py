@@ -50,15 +50,15 @@ def postgres_schema() -> Iterator[str]:
     except ImportError:
         pytest.skip("postgres: psycopg is not installed (pip install -e '.[test]')")
     try:
-        admin = psycopg.connect(base, autocommit=True, connect_timeout=3)
+        psycopg.connect(base, connect_timeout=3).close()
     except psycopg.Error as exc:
         pytest.skip(f"postgres: no server at {base}: {str(exc).strip().splitlines()[0]}")
     schema = f"evq_test_{uuid.uuid4().hex[:12]}"
     try:
         yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    finally:
-        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.close()
+    finally:  # on a connection of its own: the test may have restarted the server
+        with psycopg.connect(base, autocommit=True, connect_timeout=10) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def store_of(request: Any, db: Any) -> str:
