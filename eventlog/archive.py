@@ -161,8 +161,14 @@ def archived_rows(log: SqlLog, *, since: int = 0, until: int | None = None,
                              "ORDER BY first_seq", where.params)
 
     def segment(i: int) -> Iterator[Row]:
-        (blob,), = log.read_rows("SELECT body FROM archive_segments WHERE id = ?", (i,))
-        for r in unpack(blob):
+        (blob, first, last), = log.read_rows(
+            "SELECT body, first_seq, last_seq FROM archive_segments WHERE id = ?", (i,))
+        try:
+            rows = unpack(blob)
+        except (msgspec.DecodeError, zlib.error, RecursionError, UnicodeDecodeError) as exc:
+            raise DecodeError(f"archive segment {i} (events at seq {first} to {last}) cannot "
+                              f"be read: {exc}") from None
+        for r in rows:
             if r[0] > since and (until is None or r[0] <= until) and (
                     job_id is None or r[3] == job_id):
                 yield r

@@ -389,3 +389,16 @@ def test_archive_keeps_the_newest_event_so_positions_never_repeat(cli: Cli, q: e
     assert q.store.log.last_seq() == newest
     assert q.dispatch(CliAdd(a=3, b=3)) == newest + 1
     assert "0 differences" in ok(cli("replay", "--since", "0", "--verify")).stdout
+
+
+@pytest.mark.parametrize("command", [["events"], ["history", "1"],
+                                     ["replay", "--since", "0", "--verify"]],
+                         ids=lambda c: c[0])
+def test_a_damaged_archive_segment_is_named_by_every_reader(cli: Cli, q: evq.Queue,
+                                                            command: list[str]) -> None:
+    q.dispatch_many([CliAdd(a=i, b=i) for i in range(3)])
+    work(cli)
+    assert as_json(cli("archive", "--before", "0s", "--json"))["segments"] == 1
+    with q.store.log.transaction():  # another program's write, or a damaged disk
+        q.store.log.execute("UPDATE archive_segments SET body = ?", (b"not zlib",))
+    assert_error(cli(*command), "archive segment 1 (events at seq 1 to", "cannot be read")
