@@ -256,3 +256,12 @@ class QuickWithTimeout(evq.Job):
 
     def handle(self) -> str:
         return "quick"
+
+
+class RaisesNul(evq.Job):
+    """Fails with a message that holds a NUL character (which PostgreSQL's text refuses)."""
+
+    job_name = "core.raises_nul"
+
+    def handle(self) -> None:
+        raise ValueError("before\x00after")

@@ -375,3 +375,15 @@ def test_a_worker_can_be_embedded_directly(queue: evq.Queue) -> None:
     assert worker.run() == 1
     assert result(queue, job_id) == 8
     assert event_of(queue, job_id, JobStarted).worker == "embedded-1"
+
+
+def test_a_failure_message_with_a_nul_is_recorded_on_every_store(queue: evq.Queue) -> None:
+    from jobs import RaisesNul
+
+    job = queue.dispatch(RaisesNul())
+    good = queue.dispatch(Add(a=1, b=1))
+    assert queue.worker(stop_when_empty=True).run() == 2
+    row = queue.job(job)
+    assert (row.state, row.error) == ("failed", "before\\x00after")
+    assert result(queue, good) == 2
+    assert queue.store.verify() == []

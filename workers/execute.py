@@ -121,10 +121,17 @@ def failure(row: JobRow, started: float, exc: BaseException, *, job: Any = None,
     now = time.time()
     tb = "".join(traceback.format_exception(exc))[-8000:] if job is not None else ""
     fail = JobFailed(job_id=row.id, ts=now, attempt=row.attempt, error_type=type(exc).__name__,
-                     message=str(exc) or repr(exc), traceback=tb, duration=now - started)
+                     message=_storable(str(exc) or repr(exc)), traceback=_storable(tb),
+                     duration=now - started)
     after = after_failure(row, now, final=final)
     hook = _hook(job.failed, exc) if job is not None and isinstance(after, JobDead) else None
     return Outcome([fail, after], hook, exc)
+
+
+def _storable(text: str) -> str:
+    """Text every store can hold: PostgreSQL's text refuses NUL, so it is written as ``\\x00``
+    (in the event itself, so that a rebuild gives the same rows)."""
+    return text.replace("\x00", "\\x00")
 
 
 def timed_out(row: JobRow, job: Any) -> Outcome:
