@@ -29,13 +29,16 @@ def decode(body: bytes | str) -> AnyEvent:
         raise DecodeError(_explain(body, exc)) from None
 
 
+_TOO_DEEP = "stored event nests deeper than evq reads (a value over ~1,000 levels deep)"
+
+
 def _explain(body: bytes | str, exc: Exception) -> str:
     if isinstance(exc, RecursionError):
-        return "stored event nests deeper than evq reads (a value over ~1,000 levels deep)"
+        return _TOO_DEEP
     try:
         obj = msgspec.json.decode(body)
     except RecursionError:
-        return "stored event nests deeper than evq reads (a value over ~1,000 levels deep)"
+        return _TOO_DEEP
     except msgspec.DecodeError:
         return f"stored event is not valid JSON: {exc}"
     if not isinstance(obj, dict):

@@ -189,6 +189,17 @@ def test_evq_workers_and_health_commands(tmp_path: Any) -> None:
     assert bad.exit_code == 2 and "Traceback" not in bad.output
 
 
+def reopened_as_of(q: evq.Queue, version: int, *statements: str) -> evq.Queue:
+    """``q``'s store turned back into one of schema ``version`` (by ``statements``), closed and
+    opened again: what an older evq left."""
+    with q.store.log.transaction() as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={version}")
+    q.close()
+    return evq.connect(q.url)
+
+
 def test_a_store_of_schema_version_2_gets_its_minutes_derived_from_the_log(
         tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path}/old.db"
@@ -198,11 +209,7 @@ def test_a_store_of_schema_version_2_gets_its_minutes_derived_from_the_log(
     q.append([JobLeased(job_id=i, ts=now, worker="w", attempt=1, lease_expires=now + 30),
               JobStarted(job_id=i, ts=now, worker="w", attempt=1),
               JobFailed(job_id=i, ts=now, attempt=1, error_type="E", message="m")])
-    with q.store.log.transaction() as conn:  # as evq 0.1 with the workers table left it
-        conn.execute("DROP TABLE minutes")
-        conn.execute("PRAGMA user_version=2")
-    q.close()
-    q = evq.connect(url)
+    q = reopened_as_of(q, 2, "DROP TABLE minutes")
     try:
         assert [(m.failures, m.successes) for m in q.store.tables.minutes(now - 60)] == [(1, 0)]
         assert q.store.verify() == []
@@ -214,11 +221,7 @@ def test_a_store_of_schema_version_3_gets_the_names_its_workers_run(tmp_path: An
     url = f"sqlite:///{tmp_path}/old.db"
     q = evq.connect(url)
     q.append([WorkerStarted(ts=time.time(), worker="w", queues=["default"], names=["core.add"])])
-    with q.store.log.transaction() as conn:  # as evq 0.1 with the minutes table left it
-        conn.execute("ALTER TABLE workers DROP COLUMN names")
-        conn.execute("PRAGMA user_version=3")
-    q.close()
-    q = evq.connect(url)
+    q = reopened_as_of(q, 3, "ALTER TABLE workers DROP COLUMN names")
     try:
         assert [w.names for w in q.store.workers.all()] == ["core.add"]
         assert q.store.verify() == []
