@@ -111,8 +111,8 @@ def print_stats(data: dict[str, Any]) -> None:
 def jobs(
     ctx: typer.Context,
     state: str = typer.Option(None, "--state",
-                              help="pending (ready), delayed, running, succeeded, failed or "
-                                   "cancelled."),
+                              help="pending (ready), delayed, running, succeeded, failed, "
+                                   "cancelled or waiting (for other jobs of its workflow)."),
     queue: str = typer.Option(None, "--queue"),
     name: str = typer.Option(None, "--name"),
     limit: int = typer.Option(100, "--limit", min=1),

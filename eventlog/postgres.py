@@ -327,7 +327,7 @@ class PostgresLog(SqlLog):
         got = self.read_rows("SELECT max(version) FROM evq_schema")
         return got[0][0] or 0
 
-    def migrate(self, create_tables: Callable[[], None], *, upgrade: bool = True) -> int:
+    def migrate(self, create_tables: Callable[[int], None], *, upgrade: bool = True) -> int:
         version = self._version()
         self._check_version(version, upgrade=upgrade)
         if version == SCHEMA_VERSION:
@@ -339,7 +339,7 @@ class PostgresLog(SqlLog):
             version = self._version()
             if version < SCHEMA_VERSION:
                 self.run_script(EVENTS_DDL)
-                create_tables()
+                create_tables(version)
                 self.execute("DELETE FROM evq_schema")
                 self.execute("INSERT INTO evq_schema(version) VALUES (?)", (SCHEMA_VERSION,))
         return version

@@ -21,7 +21,8 @@ from .codec import Record, decode, encode
 from .errors import DecodeError, EvqError, StoreError
 from .events import Event, JobDispatched
 
-SCHEMA_VERSION = 4  # 2: the workers table; 3: the minutes table; 4: workers.names
+SCHEMA_VERSION = 5  # 2: the workers table; 3: the minutes table; 4: workers.names;
+# 5: groups and deps, jobs.workflow_id/after/callback_of, counts.waiting
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index
 # of events by job (one page less per dispatch); reads by job look it up by position instead.
@@ -153,10 +154,10 @@ class SqlLog:
         """Create a table of these columns (of Python types int, float, str) if it is missing."""
         raise NotImplementedError
 
-    def migrate(self, create_tables: Callable[[], None], *, upgrade: bool = True) -> int:
-        """Create the log and the tables of ``create_tables`` that are missing; refuse newer
-        schemas, and with ``upgrade`` False, older ones. Returns the version the store had (0:
-        new, ``SCHEMA_VERSION``: current)."""
+    def migrate(self, create_tables: Callable[[int], None], *, upgrade: bool = True) -> int:
+        """Create the log and, by ``create_tables`` (given the version found), the tables that
+        are missing; refuse newer schemas, and with ``upgrade`` False, older ones. Returns the
+        version the store had (0: new, ``SCHEMA_VERSION``: current)."""
         raise NotImplementedError
 
     def checkpoint(self, mode: str = "TRUNCATE") -> bool:

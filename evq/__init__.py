@@ -34,6 +34,7 @@ from evq.eventlog.errors import (
 
 if TYPE_CHECKING:
     from evq.api import Queue, connect, default_queue, use
+    from evq.compose import Batch, Chain, Node, Workflow, batch, chain, workflow
     from evq.jobs import FunctionJob, Job, job
     from evq.projections.model import JobRow
     from evq.workers.worker import Worker
@@ -44,6 +45,9 @@ _LAZY = {
     "Queue": "evq.api", "connect": "evq.api", "default_queue": "evq.api", "use": "evq.api",
     "FunctionJob": "evq.jobs", "Job": "evq.jobs", "job": "evq.jobs",
     "JobRow": "evq.projections.model", "Worker": "evq.workers.worker",
+    "Batch": "evq.compose", "Chain": "evq.compose", "Node": "evq.compose",
+    "Workflow": "evq.compose", "batch": "evq.compose", "chain": "evq.compose",
+    "workflow": "evq.compose",
 }
 
 
@@ -59,7 +63,8 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "ConfigError",
+    "Batch",
+    "Chain",    "ConfigError",
     "DecodeError",
     "EvqError",
     "FunctionJob",
@@ -68,6 +73,7 @@ __all__ = [
     "Job",
     "JobFailed",
     "JobRow",
+    "Node",
     "NotFound",
     "Queue",
     "StoreBusy",
@@ -77,8 +83,12 @@ __all__ = [
     "StoreMissing",
     "UnknownJob",
     "Worker",
+    "Workflow",
+    "batch",
+    "chain",
     "connect",
     "default_queue",
     "job",
     "use",
+    "workflow",
 ]

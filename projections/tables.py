@@ -55,6 +55,8 @@ CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE {HELD_NOW};
 CREATE INDEX IF NOT EXISTS jobs_stopped ON jobs(state, id) WHERE {STOPPED};
 -- the copies of a job (evq replay --redispatch): jobs that are not copies have no entry
 CREATE INDEX IF NOT EXISTS {LINKS_INDEX} ON jobs(replay_of) WHERE replay_of IS NOT NULL;
+-- the jobs of a workflow (or chain)
+CREATE INDEX IF NOT EXISTS jobs_workflows ON jobs(workflow_id) WHERE workflow_id IS NOT NULL;
 """
 
 # For find(): the partial index that covers a set of states, and its condition.
@@ -89,7 +91,7 @@ def _view(name: str, key: str, struct: type) -> str:
     """A view that sums ``counts`` by ``key``; sums of counts stay integers (PostgreSQL would
     give numerics)."""
     sums = []
-    for c, kind in list(_columns(struct).items())[1:]:
+    for c, kind in list(column_types(struct).items())[1:]:
         total = f"sum({TYPE_SOURCES.get(c, c) if key == 'name' else c})"
         sums.append(f"{f'CAST({total} AS BIGINT)' if kind is int else total} AS {c}")
     return (f"CREATE VIEW IF NOT EXISTS {name} AS SELECT {key}, {', '.join(sums)} FROM counts "
@@ -123,7 +125,7 @@ def row_writes(rows: Iterable[JobRow], removed: Iterable[int],
     return RowWrites(inserts, dict(updates), list(removed))
 
 
-def _columns(struct: type) -> dict[str, type]:
+def column_types(struct: type) -> dict[str, type]:
     types: dict[str, type] = {}
     for f in msgspec.structs.fields(struct):
         t = f.type
@@ -162,12 +164,18 @@ class SqlTables:
     @staticmethod
     def create(log: SqlLog) -> None:
         """Create the tables and indexes (inside the schema transaction)."""
-        log.create_table("jobs", _columns(JobRow), ("id",))
-        log.create_table("counts", _columns(Counts), ("queue", "name"))
-        log.create_table("minutes", _columns(MinuteCounts), ("minute", "queue", "name"))
+        log.create_table("jobs", column_types(JobRow), ("id",))
+        log.create_table("counts", column_types(Counts), ("queue", "name"))
+        log.create_table("minutes", column_types(MinuteCounts), ("minute", "queue", "name"))
         log.run_script(INDEXES)
         log.run_script(VIEWS)
         log.run_script(SNAPSHOTS_DDL)
+
+    @staticmethod
+    def drop(log: SqlLog) -> None:
+        """Drop ``jobs`` and the counter tables with their views (to make them anew)."""
+        log.run_script("DROP VIEW IF EXISTS queue_stats; DROP VIEW IF EXISTS job_type_stats; "
+                       "DROP TABLE IF EXISTS jobs; DROP TABLE IF EXISTS counts")
 
     # -- writes (inside a transaction) ---------------------------------------------------------
 
@@ -255,6 +263,21 @@ class SqlTables:
     def next_lease_expiry(self) -> float | None:
         return self.log.read_rows(
             f"SELECT min(lease_expires) FROM jobs WHERE {HELD_NOW}")[0][0]
+
+    def members(self, workflow_id: str) -> list[JobRow]:
+        """The jobs of a workflow, in dispatch order."""
+        return self._rows("workflow_id = ? AND workflow_id IS NOT NULL", (workflow_id,),
+                          "ORDER BY id")
+
+    def states(self, ids: Iterable[int]) -> dict[int, str]:
+        """The state of each of these jobs that has a row."""
+        ids = list(ids)
+        found: dict[int, str] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            found.update(self.log.read_rows(
+                f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(part))})", part))
+        return found
 
     def get(self, job_id: int) -> JobRow | None:
         rows = self._rows("id = ?", (job_id,))
