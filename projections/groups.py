@@ -19,12 +19,10 @@ from evq.eventlog.sqllog import SqlLog
 
 from .apply import apply_group, group_created
 from .model import GROUP_COLUMNS, WAITING, GroupRow, JobRow
-from .tables import column_types
+from .tables import column_types, replace_sql
 
 _COLS = ", ".join(GROUP_COLUMNS)
-_UPSERT = (f"INSERT INTO groups({_COLS}) VALUES ({', '.join('?' * len(GROUP_COLUMNS))}) "
-           "ON CONFLICT(id) DO UPDATE SET "
-           + ", ".join(f"{c} = excluded.{c}" for c in GROUP_COLUMNS[1:]))
+_UPSERT = replace_sql("groups", GROUP_COLUMNS)
 
 DEPS_DDL = """
 CREATE TABLE IF NOT EXISTS deps (

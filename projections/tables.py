@@ -74,6 +74,13 @@ def _update_sql(columns: tuple[int, ...]) -> str:
             "WHERE id = ?")
 
 
+def replace_sql(table: str, columns: Sequence[str]) -> str:
+    """An upsert that writes whole rows, keyed by the first column."""
+    return (f"INSERT INTO {table}({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT({columns[0]}) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in columns[1:]))
+
+
 def _bump_sql(table: str, columns: Sequence[str], key: int) -> str:
     """An upsert that adds to the totals (the columns after the ``key`` first ones)."""
     return (f"INSERT INTO {table}({', '.join(columns)}) "
@@ -180,15 +187,19 @@ class SqlTables:
     # -- writes (inside a transaction) ---------------------------------------------------------
 
     def load(self, ids: Iterable[int]) -> dict[int, JobRow]:
+        """The rows of these jobs, locked against other writers."""
+        return {t[0]: JobRow(*t) for t in self._by_id(_COLS, ids, lock=True)}
+
+    def _by_id(self, columns: str, ids: Iterable[int], *, lock: bool) -> list[tuple]:
+        """``columns`` of the rows of these jobs (``lock``: locked against other writers)."""
         ids = list(ids)
-        found: dict[int, JobRow] = {}
+        got: list[tuple] = []
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            for t in self.log.execute(
-                    f"SELECT {_COLS} FROM jobs WHERE id IN ({','.join('?' * len(part))}) "
-                    f"ORDER BY id{self.log.row_lock()}", part):
-                found[t[0]] = JobRow(*t)
-        return found
+            got += self.log.execute(
+                f"SELECT {columns} FROM jobs WHERE id IN ({','.join('?' * len(part))}) "
+                f"ORDER BY id{self.log.row_lock() if lock else ''}", part)
+        return got
 
     def save(self, writes: RowWrites, seq_base: int = 0) -> None:
         """Write what :func:`row_writes` worked out; ``seq_base`` is added to every row's
@@ -209,14 +220,7 @@ class SqlTables:
 
     def versions(self, ids: Iterable[int]) -> dict[int, int]:
         """The ``last_seq`` of each of these jobs that has a row: a row changes only with it."""
-        ids = list(ids)
-        found: dict[int, int] = {}
-        for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            found.update(self.log.execute(
-                f"SELECT id, last_seq FROM jobs WHERE id IN ({','.join('?' * len(part))}) "
-                f"ORDER BY id{self.log.row_lock()}", part))
-        return found
+        return dict(self._by_id("id, last_seq", ids, lock=True))  # type: ignore[arg-type]
 
     def bump(self, deltas: Deltas) -> None:
         for sql, totals, changes in ((_BUMP, _TOTALS, deltas.counts),
@@ -270,14 +274,8 @@ class SqlTables:
                           "ORDER BY id")
 
     def states(self, ids: Iterable[int]) -> dict[int, str]:
-        """The state of each of these jobs that has a row."""
-        ids = list(ids)
-        found: dict[int, str] = {}
-        for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            found.update(self.log.read_rows(
-                f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(part))})", part))
-        return found
+        """The state of each of these jobs that has a row (inside a write transaction)."""
+        return dict(self._by_id("id, state", ids, lock=False))  # type: ignore[arg-type]
 
     def get(self, job_id: int) -> JobRow | None:
         rows = self._rows("id = ?", (job_id,))
