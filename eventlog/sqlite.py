@@ -36,6 +36,7 @@ _T = TypeVar("_T")
 WAL_CHECKPOINT_PAGES = 10_000
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_TYPES = {int: "INTEGER", float: "FLOAT", str: "TEXT"}  # as sqlite-utils makes columns
 
 
 CHECK_HINT = "check it with: sqlite3 {path} 'PRAGMA integrity_check'"
@@ -295,6 +296,12 @@ class SqliteLog(SqlLog):
 
         sqlite_utils.Database(self.conn).table(name).create(
             columns, pk=pk[0] if len(pk) == 1 else tuple(pk), if_not_exists=True)
+
+    def add_columns(self, name: str, columns: dict[str, type]) -> None:
+        have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({name})")}
+        for column, kind in columns.items():
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE {name} ADD COLUMN {column} {_TYPES[kind]}")
 
     def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Run one read query under the connection's lock, with errors translated."""

@@ -21,7 +21,8 @@ from .codec import Record, decode, encode
 from .errors import DecodeError, EvqError, StoreError
 from .events import Event, JobDispatched
 
-SCHEMA_VERSION = 4  # 2: the workers table; 3: the minutes table; 4: workers.names
+SCHEMA_VERSION = 5  # 2: the workers table; 3: the minutes table; 4: workers.names;
+# 5: the uniques table, and the limits of jobs (limit_key, rate_limit, rate_per, concurrency_limit)
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index
 # of events by job (one page less per dispatch); reads by job look it up by position instead.
@@ -152,6 +153,15 @@ class SqlLog:
     def create_table(self, name: str, columns: dict[str, type], pk: Sequence[str]) -> None:
         """Create a table of these columns (of Python types int, float, str) if it is missing."""
         raise NotImplementedError
+
+    def add_columns(self, name: str, columns: dict[str, type]) -> None:
+        """Add those of ``columns`` that the table lacks (made by an older schema)."""
+        raise NotImplementedError
+
+    def lock_keys(self, keys: Iterable[str]) -> set[str]:
+        """Inside a write transaction: lock these keys against other writers until it ends
+        (where writers run at once). Returns the keys it could not lock (see the stores)."""
+        return set()
 
     def migrate(self, create_tables: Callable[[], None], *, upgrade: bool = True) -> int:
         """Create the log and the tables of ``create_tables`` that are missing; refuse newer

@@ -35,6 +35,7 @@ from evq.eventlog.errors import (
 if TYPE_CHECKING:
     from evq.api import Queue, connect, default_queue, use
     from evq.jobs import FunctionJob, Job, job
+    from evq.limits import RateLimit
     from evq.projections.model import JobRow
     from evq.workers.worker import Worker
 
@@ -44,6 +45,7 @@ _LAZY = {
     "Queue": "evq.api", "connect": "evq.api", "default_queue": "evq.api", "use": "evq.api",
     "FunctionJob": "evq.jobs", "Job": "evq.jobs", "job": "evq.jobs",
     "JobRow": "evq.projections.model", "Worker": "evq.workers.worker",
+    "RateLimit": "evq.limits",
 }
 
 
@@ -70,6 +72,7 @@ __all__ = [
     "JobRow",
     "NotFound",
     "Queue",
+    "RateLimit",
     "StoreBusy",
     "StoreCorrupt",
     "StoreError",

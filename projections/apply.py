@@ -20,6 +20,7 @@ from evq.eventlog.events import (
     JobDead,
     JobDispatched,
     JobFailed,
+    JobHeld,
     JobLeased,
     JobPurged,
     JobRequeued,
@@ -47,6 +48,7 @@ from .model import (
     RUNNING,
     SUCCEEDED,
     JobRow,
+    UniqueRow,
     WorkerRow,
 )
 
@@ -71,11 +73,15 @@ _REMOVED = JobRow(0, "", "", "", 0, 0.0, "", 0, "", None, 0.0)
 
 
 def _dispatched(e: JobDispatched, seq: int) -> JobRow:
+    limits = e.limits
     return JobRow(
         id=e.job_id, name=e.name, queue=e.queue, state=PENDING, priority=e.priority,
         run_at=e.run_at or e.ts, payload=bytes(e.payload).decode(), tries=e.tries,
         backoff=json_text(e.backoff), timeout=e.timeout, dispatched_at=e.ts, chain_id=e.chain_id,
         batch_id=e.batch_id, unique_key=e.unique_key, replay_of=e.replay_of, last_seq=seq,
+        **({} if limits is None else {
+            "limit_key": limits.key, "rate_limit": limits.rate or None,
+            "rate_per": limits.per or None, "concurrency_limit": limits.concurrency or None}),
     )
 
 
@@ -120,6 +126,8 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
             return replace(row, state=FAILED, finished_at=event.ts, lease_expires=None)
         case LeaseReleased() if held and row.state == LEASED:
             return replace(row, state=PENDING, worker=None, lease_expires=None)
+        case JobHeld() if row.state == PENDING:
+            return replace(row, run_at=event.run_at)
         case JobCancelled() if row.state == PENDING:
             return replace(row, state=CANCELLED, finished_at=event.ts, error=event.reason or None)
         case JobRequeued() if row.state in (FAILED, CANCELLED):
@@ -168,10 +176,11 @@ _PER_MINUTE = ("successes", "failures", "timed_out")
 
 
 class Deltas:
-    """Increments of the ``counts`` and ``minutes`` tables, gathered over the events of one
-    transaction."""
+    """Increments of the ``counts`` and ``minutes`` tables, and the new rows of ``uniques``,
+    gathered over the events of one transaction."""
 
     def __init__(self) -> None:
+        self.uniques: dict[str, UniqueRow] = {}
         self.counts: defaultdict[tuple[str, str], defaultdict[str, float]] = defaultdict(
             lambda: defaultdict(int))
         self.minutes: defaultdict[tuple[int, str, str], defaultdict[str, float]] = defaultdict(
@@ -194,6 +203,9 @@ class Deltas:
             totals = ()  # a lease lost before its job started is not a failed attempt
         for total in totals:
             c[total] += 1
+        if isinstance(event, JobDispatched) and event.unique_key is not None:
+            self.uniques[event.unique_key] = UniqueRow(event.unique_key, row.id,
+                                                       event.ts + event.unique_for)
         if type(event) is JobStarted:
             c["total_wait"] += row.wait or 0.0
         elif type(event) is JobSucceeded:

@@ -47,6 +47,10 @@ class JobRow(msgspec.Struct, frozen=True):
     batch_id: str | None = None
     unique_key: str | None = None
     replay_of: str | None = None
+    limit_key: str | None = None  # the key whose limits the job shares with others
+    rate_limit: int | None = None  # at most this many jobs of limit_key start...
+    rate_per: float | None = None  # ...in any window of this many seconds
+    concurrency_limit: int | None = None  # at most this many leased or running at once
     last_seq: int = 0
 
 
@@ -136,6 +140,15 @@ class WorkerRow(msgspec.Struct, frozen=True):
     names: str = ""  # comma-separated: the job types it runs
 
 
+class UniqueRow(msgspec.Struct, frozen=True):
+    """The ``uniques`` table: the latest job dispatched with each unique key. The key is taken
+    while that job is unfinished, and until ``until`` (its dispatch plus ``unique_for``)."""
+
+    key: str
+    job_id: int
+    until: float
+
+
 JOB_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobRow))
 QUEUE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(QueueCounts))
 TYPE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobTypeStats))
@@ -143,6 +156,7 @@ COUNT_COLUMNS = tuple(f.name for f in msgspec.structs.fields(Counts))
 MINUTE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(MinuteCounts))
 TYPE_SOURCES = {"succeeded": "successes"}  # job_type_stats columns named otherwise in counts
 WORKER_COLUMNS = tuple(f.name for f in msgspec.structs.fields(WorkerRow))
+UNIQUE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(UniqueRow))
 
 
 def malformed(row: JobRow) -> str | None:

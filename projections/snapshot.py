@@ -22,7 +22,14 @@ import msgspec
 
 from evq.eventlog.sqllog import SqlLog, Where
 
-from .model import COUNT_COLUMNS, JOB_COLUMNS, MINUTE_COLUMNS, WORKER_COLUMNS, JobRow
+from .model import (
+    COUNT_COLUMNS,
+    JOB_COLUMNS,
+    MINUTE_COLUMNS,
+    UNIQUE_COLUMNS,
+    WORKER_COLUMNS,
+    JobRow,
+)
 
 SNAPSHOTS_DDL = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -35,7 +42,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 # The projection tables beside ``jobs`` (counters and the workers), with their columns: what a
 # snapshot holds and a replay rebuilds. A new projection table is added here.
-COUNTER_TABLES = {"counts": COUNT_COLUMNS, "minutes": MINUTE_COLUMNS, "workers": WORKER_COLUMNS}
+COUNTER_TABLES = {"counts": COUNT_COLUMNS, "minutes": MINUTE_COLUMNS, "workers": WORKER_COLUMNS,
+                  "uniques": UNIQUE_COLUMNS}
 
 Table = tuple[list[str], list[tuple]]  # column names, rows
 _decoder = msgspec.msgpack.Decoder(dict[str, tuple[list[str], list[tuple]]])
