@@ -54,7 +54,7 @@ class JobDispatched(Event, frozen=True, tag="JobDispatched"):
     batch_id: str | None = None
     unique_key: str | None = None
     replay_of: str | None = None
-    unique_for: float = 0.0
+    unique_for: float | None = None
     limits: Limits | None = None
 
 

@@ -214,7 +214,7 @@ class Queue:
             run_at=run_at(now, delay, at), tries=cls.tries, backoff=_backoff(cls),
             timeout=cls.timeout,
             unique_key=None if cls.unique_for is None else limits.unique_key(job),
-            unique_for=cls.unique_for or 0.0, limits=limits.limits(job))
+            unique_for=cls.unique_for, limits=limits.limits(job))
 
     # -- reading -------------------------------------------------------------------------------
 

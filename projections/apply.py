@@ -204,8 +204,8 @@ class Deltas:
         for total in totals:
             c[total] += 1
         if isinstance(event, JobDispatched) and event.unique_key is not None:
-            self.uniques[event.unique_key] = UniqueRow(event.unique_key, row.id,
-                                                       event.ts + event.unique_for)
+            until = event.ts + (event.unique_for or 0.0)
+            self.uniques[event.unique_key] = UniqueRow(event.unique_key, row.id, until)
         if type(event) is JobStarted:
             c["total_wait"] += row.wait or 0.0
         elif type(event) is JobSucceeded:

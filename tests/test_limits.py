@@ -213,3 +213,13 @@ def test_limits_are_recorded_with_the_job(queue: evq.Queue) -> None:
     row = queue.job(queue.dispatch(Capped()))
     assert (row.limit_key, row.rate_limit, row.rate_per, row.concurrency_limit) == (
         "core.capped", None, None, 2)
+
+
+def test_a_redispatched_copy_keeps_the_limits_not_the_unique_key(queue: evq.Queue) -> None:
+    from evq.redispatch import redispatch
+
+    rows = [queue.job(queue.dispatch(Rated(tenant="r"))), queue.job(queue.dispatch(Unique()))]
+    copies = [queue.job(i) for i in redispatch(queue.store, rows)]
+    assert [(c.limit_key, c.rate_limit, c.rate_per) for c in copies] == [
+        ("tenant:r", 2, 10.0), (None, None, None)]
+    assert [c.unique_key for c in copies] == [None, None]
