@@ -52,6 +52,15 @@ UNFINISHED = f"state IN ('{PENDING}', {', '.join(repr(s) for s in HELD)})"
 
 LINKS_INDEX = "jobs_replays"
 
+# One B-tree, ordered by key (a rowid table would add an index: one page more per dispatch).
+UNIQUES_DDL = """
+CREATE TABLE IF NOT EXISTS uniques (
+    key    TEXT PRIMARY KEY,    -- a unique key
+    job_id INTEGER NOT NULL,    -- the latest job dispatched with it
+    until  REAL NOT NULL        -- that job's dispatch plus its unique_for
+) WITHOUT ROWID
+"""
+
 INDEXES = f"""
 -- claim order within a queue: priority, then dispatch order (ids are time-ordered)
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(queue, priority DESC, id, run_at) WHERE {READY};
@@ -174,7 +183,7 @@ class SqlTables:
         """Create the tables and indexes (inside the schema transaction)."""
         log.create_table("jobs", _columns(JobRow), ("id",))
         log.add_columns("jobs", _columns(JobRow))  # those a store of an older schema lacks
-        log.create_table("uniques", _columns(UniqueRow), ("key",))
+        log.run_script(UNIQUES_DDL)
         log.create_table("counts", _columns(Counts), ("queue", "name"))
         log.create_table("minutes", _columns(MinuteCounts), ("minute", "queue", "name"))
         log.run_script(INDEXES)
