@@ -53,8 +53,7 @@ def check(cls: type[Job], where: str) -> None:
         raise ConfigError(f"{where}: concurrency_limit must be an integer of at least 1 or "
                           f"None, not {conc!r}")
     _check_key(cls.concurrency_key, f"{where}: concurrency_key")
-    if cls.rate_limit is not None and cls.rate_limit.key is not None and \
-            cls.concurrency_key is not None:
+    if cls.rate_limit is not None and cls.concurrency_key is not None:
         raise ConfigError(f"{where}: give one key: with a rate limit, its key is the "
                           "concurrency limit's too")
 
@@ -71,7 +70,7 @@ def limits(job: Job) -> Limits | None:
     rate, conc = cls.rate_limit, cls.concurrency_limit
     if rate is None and conc is None:
         return None
-    spec = rate.key if rate is not None and rate.key is not None else cls.concurrency_key
+    spec = rate.key if rate is not None else cls.concurrency_key
     if spec is None:
         key = cls.job_name
     elif isinstance(spec, str):

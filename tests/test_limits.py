@@ -138,8 +138,10 @@ def test_dispatch_sync_runs_a_unique_job_whatever_is_queued(queue: evq.Queue) ->
                  "least 1", id="concurrency-zero"),
     pytest.param({"unique_for": "-1"}, "unique_for must be a number of seconds",
                  id="negative-unique-for"),
-    pytest.param({"rate_limit": "evq.RateLimit(5, per=1, key='a')", "concurrency_limit": "1",
+    pytest.param({"rate_limit": "evq.RateLimit(5, per=1)", "concurrency_limit": "1",
                   "concurrency_key": "'b'"}, "give one key", id="two-keys"),
+    pytest.param({"concurrency_limit": "1", "concurrency_key": "3"}, "concurrency_key must be",
+                 id="key-not-a-string"),
 ])
 def test_bad_limits_are_refused_when_the_job_type_is_defined(settings: dict[str, str],
                                                               fragment: str) -> None:
@@ -223,3 +225,16 @@ def test_a_redispatched_copy_keeps_the_limits_not_the_unique_key(queue: evq.Queu
     assert [(c.limit_key, c.rate_limit, c.rate_per) for c in copies] == [
         ("tenant:r", 2, 10.0), (None, None, None)]
     assert [c.unique_key for c in copies] == [None, None]
+
+
+def test_function_jobs_take_the_same_settings(queue: evq.Queue) -> None:
+    @evq.job(name="core.fn_limited", unique_for=5, concurrency_limit=3,
+             concurrency_key=lambda job: f"user:{job.user}")
+    def fn_limited(user: int) -> None:
+        pass
+
+    first = queue.dispatch(fn_limited.make(1))
+    assert queue.dispatch(fn_limited.make(1)) == first
+    row = queue.job(first)
+    assert (row.unique_key, row.limit_key, row.concurrency_limit) == (
+        'core.fn_limited:{"user":1}', "user:1", 3)
