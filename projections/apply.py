@@ -176,11 +176,13 @@ _PER_MINUTE = ("successes", "failures", "timed_out")
 
 
 class Deltas:
-    """Increments of the ``counts`` and ``minutes`` tables, and the new rows of ``uniques``,
-    gathered over the events of one transaction."""
+    """Increments of the ``counts`` and ``minutes`` tables, and the rows of ``uniques`` set
+    and removed (with the job that held the key), gathered over the events of one
+    transaction."""
 
     def __init__(self) -> None:
         self.uniques: dict[str, UniqueRow] = {}
+        self.unique_gone: list[tuple[str, int]] = []
         self.counts: defaultdict[tuple[str, str], defaultdict[str, float]] = defaultdict(
             lambda: defaultdict(int))
         self.minutes: defaultdict[tuple[int, str, str], defaultdict[str, float]] = defaultdict(
@@ -203,6 +205,8 @@ class Deltas:
             totals = ()  # a lease lost before its job started is not a failed attempt
         for total in totals:
             c[total] += 1
+        if new is None and row.unique_key is not None:  # purged: its key goes with it
+            self.unique_gone.append((row.unique_key, row.id))
         if isinstance(event, JobDispatched) and event.unique_key is not None:
             until = event.ts + (event.unique_for or 0.0)
             self.uniques[event.unique_key] = UniqueRow(event.unique_key, row.id, until)

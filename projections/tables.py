@@ -240,6 +240,9 @@ class SqlTables:
         if deltas.uniques:
             self.log.executemany(_SET_UNIQUE, [msgspec.structs.astuple(u)
                                                for u in deltas.uniques.values()])
+        if deltas.unique_gone:
+            self.log.executemany("DELETE FROM uniques WHERE key = ? AND job_id = ?",
+                                 deltas.unique_gone)
 
     def unique_holders(self, keys: Sequence[str], now: float) -> dict[str, int]:
         """For each of ``keys`` that is taken at ``now``, the id of the job that holds it: the

@@ -91,6 +91,8 @@ def test_the_key_stays_held_for_unique_for_seconds_after_the_dispatch(queue: evq
     assert again > first
     assert [(u.key, u.job_id) for u in queue.store.tables.uniques()] == [
         ('core.unique:{"n":5}', again)]
+    queue.clear("default")  # the job leaves the projections, and its key with it
+    assert queue.store.tables.uniques() == []
     assert queue.store.verify() == []
 
 
