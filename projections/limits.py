@@ -64,6 +64,7 @@ class Gate:
         self.usage: dict[str, Usage] = {}
         self.full: set[str] = set()  # keys of which this claim leases no more jobs
         self.holds: list[JobHeld] = []
+        self.held: list[JobRow] = []  # the rows of the jobs held back by ``holds``
 
     def admit(self, rows: Sequence[JobRow]) -> list[JobRow]:
         """The rows that may be leased now, in order; holds back the others."""
@@ -91,6 +92,7 @@ class Gate:
                 self.full.add(key)
             else:
                 stopped.add(key)
+                self.held.append(r)
                 self.holds.append(JobHeld(job_id=r.id, ts=self.now, run_at=until,
                                           reason=reason(r)))
         self.full |= stopped

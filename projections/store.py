@@ -177,7 +177,7 @@ class Store:
                     taken += (r.id for r in admitted)
                 if len(picked) >= limit:
                     break
-            rows = {r.id: r for r in picked}
+            rows = {r.id: r for r in (*gate.held, *picked)}
             events = [*gate.holds, *(e for r in picked for e in lease(r))]
             if events:
                 self._record(events, rows)
