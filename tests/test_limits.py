@@ -178,6 +178,7 @@ def test_a_rate_limited_job_is_held_until_its_slot_frees(queue: evq.Queue) -> No
     [hold] = [r.event for r in queue.history(a[2]) if isinstance(r.event, JobHeld)]
     assert hold.reason == "rate limit of tenant:a: 2 per 10s"
     assert queue.jobs("delayed") == held
+    assert queue.store.tables.next_due(["default"]) == held[0].run_at  # a worker's next wake-up
     assert lease_all(queue, now + 9.9) == []  # nothing appended: the held jobs are not due
     assert event_types(queue, a[2]) == ["JobDispatched", "JobHeld"]
     for i in a[:2]:
