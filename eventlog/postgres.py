@@ -275,6 +275,21 @@ class PostgresLog(SqlLog):
             self._run(lambda c: c.execute("SELECT pg_advisory_xact_lock(%s)", (self._append_key,)))
             self._append_locked = True
 
+    def read_after_lock(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """The lock and the read sent together: in pipeline mode the lock's answer is not
+        awaited apart (the server runs the read once it has the lock)."""
+        if self._append_locked:
+            return self.execute(sql, params)
+        statement = _statement(sql)[0]
+
+        def run(c: Any) -> list[tuple]:
+            c.execute("SELECT pg_advisory_xact_lock(%s)", (self._append_key,))
+            return c.execute(statement, params).fetchall()
+
+        rows = self._run(run)
+        self._append_locked = True
+        return rows
+
     def row_lock(self, *, skip_locked: bool = False) -> str:
         if not (self._in_tx and self._writing):
             return ""

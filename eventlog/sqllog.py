@@ -201,6 +201,12 @@ class SqlLog:
         """Inside a write transaction: wait until no other transaction can append before this
         one commits (where writers run at once). Appends call it before taking positions."""
 
+    def read_after_lock(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Inside a write transaction: :meth:`lock_appends`, then run the read ``sql`` (in one
+        round trip to a server, where the store can)."""
+        self.lock_appends()
+        return self.execute(sql, params)
+
     def _check_version(self, version: int, *, upgrade: bool) -> None:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.name} has schema version {version}; this evq knows "

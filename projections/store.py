@@ -130,9 +130,6 @@ class Store:
         if not keys:
             return [r.seq for r in self.append(events)]
         with self.log.transaction():
-            # every writer of uniques and of job states holds the append lock until it commits:
-            # once this transaction has it, the holders it reads stay as they are
-            self.log.lock_appends()
             holders = self.tables.unique_holders(keys, now)
             new: list[JobDispatched] = []
             slots: list[int | str] = []  # per event: its index in new, or the key it gets

@@ -246,11 +246,14 @@ class SqlTables:
 
     def unique_holders(self, keys: Sequence[str], now: float) -> dict[str, int]:
         """For each of ``keys`` that is taken at ``now``, the id of the job that holds it: the
-        latest job of the key, while it is unfinished or its ``until`` is ahead."""
+        latest job of the key, while it is unfinished or its ``until`` is ahead. Read after
+        the append lock (:meth:`SqlLog.read_after_lock`): every writer of ``uniques`` and of
+        job states holds it until it commits, so the answer stays true until this transaction
+        commits."""
         got: dict[str, int] = {}
         for i in range(0, len(keys), 500):
             part = keys[i:i + 500]
-            got.update(self.log.execute(
+            got.update(self.log.read_after_lock(
                 f"SELECT u.key, u.job_id FROM uniques u JOIN jobs j ON j.id = u.job_id "
                 f"WHERE u.key IN ({','.join('?' * len(part))}) "
                 f"AND (u.until > ? OR j.{UNFINISHED})", [*part, now]))
