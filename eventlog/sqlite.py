@@ -36,6 +36,7 @@ _T = TypeVar("_T")
 WAL_CHECKPOINT_PAGES = 10_000
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_TYPES = {int: "INTEGER", float: "FLOAT", str: "TEXT"}  # as sqlite-utils makes columns
 
 
 CHECK_HINT = "check it with: sqlite3 {path} 'PRAGMA integrity_check'"

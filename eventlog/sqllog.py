@@ -22,7 +22,8 @@ from .errors import DecodeError, EvqError, StoreError
 from .events import Event, JobDispatched
 
 SCHEMA_VERSION = 5  # 2: the workers table; 3: the minutes table; 4: workers.names;
-# 5: groups and deps, jobs.workflow_id/after/callback_of, counts.waiting; consumers
+# 5: groups and deps, jobs.workflow_id/after/callback_of, counts.waiting; consumers; the uniques
+# table, and the limits of jobs (limit_key, rate_limit, rate_per, concurrency_limit)
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index
 # of events by job (one page less per dispatch); reads by job look it up by position instead.
@@ -165,6 +166,11 @@ class SqlLog:
         """Create a table of these columns (of Python types int, float, str) if it is missing."""
         raise NotImplementedError
 
+    def lock_keys(self, keys: Iterable[str]) -> set[str]:
+        """Inside a write transaction: lock these keys against other writers until it ends
+        (where writers run at once). Returns the keys it could not lock (see the stores)."""
+        return set()
+
     def migrate(self, create_tables: Callable[[int], None], *, upgrade: bool = True) -> int:
         """Create the log and, by ``create_tables`` (given the version found), the tables that
         are missing; refuse newer schemas, and with ``upgrade`` False, older ones. Returns the
@@ -202,6 +208,12 @@ class SqlLog:
     def lock_appends(self) -> None:
         """Inside a write transaction: wait until no other transaction can append before this
         one commits (where writers run at once). Appends call it before taking positions."""
+
+    def read_after_lock(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Inside a write transaction: :meth:`lock_appends`, then run the read ``sql`` (in one
+        round trip to a server, where the store can)."""
+        self.lock_appends()
+        return self.execute(sql, params)
 
     def _check_version(self, version: int, *, upgrade: bool) -> None:
         if version > SCHEMA_VERSION:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from evq.compose import Batch, Chain, Node, Workflow, batch, chain, workflow
     from evq.hooks import QueueEvent, on
     from evq.jobs import FunctionJob, Job, job
+    from evq.limits import RateLimit
     from evq.notifications import notify
     from evq.projections.model import JobRow
     from evq.subscribers import Subscription, subscribe
@@ -53,6 +54,7 @@ _LAZY = {
     "workflow": "evq.compose", "QueueEvent": "evq.hooks", "on": "evq.hooks",
     "Subscription": "evq.subscribers", "subscribe": "evq.subscribers",
     "notify": "evq.notifications",
+    "RateLimit": "evq.limits",
 }
 
 
@@ -82,6 +84,7 @@ __all__ = [
     "NotFound",
     "Queue",
     "QueueEvent",
+    "RateLimit",
     "StoreBusy",
     "StoreCorrupt",
     "StoreError",

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec.structs import replace
 
 from evq.eventlog import archive
 from evq.eventlog.codec import Record
@@ -33,7 +34,7 @@ from evq.projections.store import Store, open_store
 from evq.workers import registry
 from evq.workers.retry import backoff_schedule
 
-from . import health, hooks
+from . import health, hooks, limits
 from .jobs import LATEST_TIME, Job, check_int, check_payload, check_queue, validated_payload
 
 if TYPE_CHECKING:
@@ -110,16 +111,18 @@ class Queue:
                  at: datetime | float | None = None, queue: str | None = None,
                  priority: int | None = None) -> int:
         """Queue ``job``; returns its id. ``delay`` (seconds) or ``at`` (a time) defer it."""
-        event = self._dispatched(job, time.time(), delay, at, queue, priority)
-        return self.store.append([event])[0].seq
+        now = time.time()
+        return self.store.dispatch([self._dispatched(job, now, delay, at, queue, priority)],
+                                   now)[0]
 
     def dispatch_many(self, jobs: Iterable[Job], *, delay: float | timedelta | None = None,
                       at: datetime | float | None = None, queue: str | None = None,
                       priority: int | None = None) -> list[int]:
-        """Queue many jobs in one transaction: all of them or none. Returns their ids."""
+        """Queue many jobs in one transaction: all of them or none. Returns their ids (a unique
+        job's duplicates, here or already queued, get the id of the first)."""
         now = time.time()
         events = [self._dispatched(j, now, delay, at, queue, priority) for j in jobs]
-        return [r.seq for r in self.store.append(events)] if events else []
+        return self.store.dispatch(events, now) if events else []
 
     def dispatch_if(self, condition: Any, job: Job, **options: Any) -> int | None:
         """Dispatch only if ``condition`` is true."""
@@ -138,8 +141,11 @@ class Queue:
         from evq.workers.execute import AsyncRunner, run, timed_out
 
         worker = f"sync:{socket.gethostname()}:{os.getpid()}"
+        now = time.time()
+        event = replace(self._dispatched(job, now, None, None, None, None), unique_key=None,
+                        limits=None)  # it runs here and now, whatever else is queued
         with self.store.log.transaction():  # leased with its dispatch: no worker can claim it
-            row = self._start_here(self.job(self.dispatch(job)), worker)
+            row = self._start_here(self.job(self.store.append([event])[0].seq), worker)
         runner: AsyncRunner | None = None
 
         def async_runner() -> AsyncRunner:
@@ -217,7 +223,9 @@ class Queue:
             payload=msgspec.Raw(validated_payload(job)),
             priority=cls.priority if priority is None else priority,
             run_at=run_at(now, delay, at), tries=cls.tries, backoff=_backoff(cls),
-            timeout=cls.timeout)
+            timeout=cls.timeout,
+            unique_key=None if cls.unique_for is None else limits.unique_key(job),
+            unique_for=cls.unique_for, limits=limits.limits(job))
 
     # -- composing -----------------------------------------------------------------------------
 
