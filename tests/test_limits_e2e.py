@@ -87,8 +87,8 @@ def test_a_rate_limit_holds_across_two_worker_processes(url: str, q: evq.Queue,
                                                         spawn: Callable[..., Evq]) -> None:
     from tests.cli_jobs import CliRated
 
-    ids = q.dispatch_many([CliRated() for _ in range(70)])
-    workers = _workers(url, spawn, 4)
+    workers = _workers(url, spawn, 4)  # both up before the jobs come (a slow start on a busy
+    ids = q.dispatch_many([CliRated() for _ in range(70)])  # machine could miss them all)
     wait_until(_all_succeeded(q, ids), timeout=30, what="every rated job to succeed")
     _stop(workers)
     starts = sorted((r.event.ts, r.event.worker) for r in q.events(types=["JobStarted"])
@@ -108,8 +108,8 @@ def test_a_concurrency_limit_holds_across_two_worker_processes(
         url: str, q: evq.Queue, spawn: Callable[..., Evq]) -> None:
     from tests.cli_jobs import CliCapped
 
-    ids = q.dispatch_many([CliCapped(seconds=0.05) for _ in range(30)])
     workers = _workers(url, spawn, 3)  # room for six at once without the limit
+    ids = q.dispatch_many([CliCapped(seconds=0.05) for _ in range(30)])
     wait_until(_all_succeeded(q, ids), timeout=30, what="every capped job to succeed")
     _stop(workers)
     edges: list[tuple[float, int]] = []  # (time, +1 at a start, -1 at an end); ends first
