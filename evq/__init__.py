@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from evq.compose import Batch, Chain, Node, Workflow, batch, chain, workflow
     from evq.jobs import FunctionJob, Job, job
     from evq.projections.model import JobRow
+    from evq.schedules import Schedule, schedule, scheduler
+    from evq.workers.scheduler import Scheduler
     from evq.workers.worker import Worker
 
 # The rest of the API is imported on first use, so that importing a part of evq (the event types
@@ -47,7 +49,8 @@ _LAZY = {
     "JobRow": "evq.projections.model", "Worker": "evq.workers.worker",
     "Batch": "evq.compose", "Chain": "evq.compose", "Node": "evq.compose",
     "Workflow": "evq.compose", "batch": "evq.compose", "chain": "evq.compose",
-    "workflow": "evq.compose",
+    "workflow": "evq.compose", "Schedule": "evq.schedules", "schedule": "evq.schedules",
+    "scheduler": "evq.schedules", "Scheduler": "evq.workers.scheduler",
 }
 
 
@@ -76,6 +79,8 @@ __all__ = [
     "Node",
     "NotFound",
     "Queue",
+    "Schedule",
+    "Scheduler",
     "StoreBusy",
     "StoreCorrupt",
     "StoreError",
@@ -89,6 +94,8 @@ __all__ = [
     "connect",
     "default_queue",
     "job",
+    "schedule",
+    "scheduler",
     "use",
     "workflow",
 ]

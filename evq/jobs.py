@@ -16,10 +16,22 @@ from evq.eventlog.errors import ConfigError, InvalidArguments
 from evq.workers import registry
 from evq.workers.retry import BackoffSpec, backoff_schedule
 
+from .schedules import class_schedule, register_schedule
+
 
 class _JobMeta(msgspec.StructMeta):
     """Makes a job built with missing or unknown arguments raise ``InvalidArguments`` (naming
-    the job type) instead of msgspec's plain ``TypeError``."""
+    the job type) instead of msgspec's plain ``TypeError``; registers a job type's class-level
+    schedule once its fields are known."""
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], *args: Any, **kwargs: Any) -> Any:
+        cls = cast("type[Job]", super().__new__(mcls, name, bases, *args, **kwargs))
+        if any(isinstance(b, _JobMeta) for b in bases):  # a job type, not evq.Job itself
+            planned = class_schedule(cls)  # refused before anything is registered
+            registry.register(cls.job_name, cls)
+            if planned is not None:
+                register_schedule(planned)
+        return cls
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -31,7 +43,9 @@ class _JobMeta(msgspec.StructMeta):
 class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     """Base of every job type. Fields are the job's typed arguments; class attributes configure
     it: ``queue``, ``tries`` (total attempts), ``backoff``, ``timeout`` (seconds or None),
-    ``priority`` (higher first) and ``job_name`` (defaults to the class name)."""
+    ``priority`` (higher first), ``job_name`` (defaults to the class name), and ``schedule``
+    (a cron expression: dispatched at its ticks, see :mod:`evq.schedules`) with ``timezone``
+    and ``missed``."""
 
     job_name: ClassVar[str] = ""
     queue: ClassVar[str] = "default"
@@ -40,13 +54,15 @@ class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     backoff_base: ClassVar[float] = 1.0
     timeout: ClassVar[float | None] = None
     priority: ClassVar[int] = 0
+    schedule: ClassVar[str | None] = None
+    timezone: ClassVar[str | None] = None
+    missed: ClassVar[str] = "skip"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "job_name" not in cls.__dict__:
             cls.job_name = cls.__name__
         check_settings(cls)
-        registry.register(cls.job_name, cls)
 
     def handle(self) -> Any:
         """The work. May be ``async def``. Its return value is kept as the job's result."""

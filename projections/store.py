@@ -19,7 +19,7 @@ from msgspec.structs import replace
 
 from evq.eventlog.codec import Record
 from evq.eventlog.errors import ConfigError
-from evq.eventlog.events import Event
+from evq.eventlog.events import Event, JobDispatched, ScheduleTicked
 from evq.eventlog.sqlite import SqliteLog
 from evq.eventlog.sqllog import SCHEMA_VERSION, SqlLog
 
@@ -27,6 +27,7 @@ from . import flow
 from .apply import Deltas, apply
 from .groups import GroupTable, dependencies, group_events
 from .model import FINISHED, PENDING, Counts, JobRow, MinuteCounts
+from .schedules import ScheduleTable, ticked
 from .tables import SqlTables, row_writes
 from .workers import WorkerTable, worker_events
 
@@ -46,6 +47,7 @@ class Store:
         self.tables = SqlTables(log)
         self.workers = WorkerTable(log)
         self.groups = GroupTable(log)
+        self.schedules = ScheduleTable(log)
         self.schema_was = found = log.migrate(_create_tables(log), upgrade=upgrade)
         if 0 < found < SCHEMA_VERSION:  # derive what the new tables and columns hold
             self.rebuild()
@@ -159,6 +161,19 @@ class Store:
 
         return self._transact(pick, decide)
 
+    def tick(self, tick: ScheduleTicked, dispatched: JobDispatched) -> int | None:
+        """Dispatch a schedule's job for its tick, once: in one transaction, take the tick (see
+        :meth:`ScheduleTable.take`; a manual tick is always taken), append ``dispatched`` and
+        then ``tick`` naming the job. Returns the job's id, or None if the tick was taken
+        already (nothing is appended)."""
+        with self.log.transaction():
+            if not self.schedules.take(tick.schedule, None if tick.manual else tick.tick):
+                return None
+            rows: dict[int, JobRow] = {}
+            job_id = self._record([dispatched], rows)[0].seq
+            self._record([replace(tick, job_id=job_id)], rows)
+            return job_id
+
     def _transact(self, select: Select, decide: Decide) -> list[JobRow]:
         """In one transaction: pick rows, append the events ``decide`` returns for each, apply
         them. Returns the picked rows as they are afterwards (in pick order)."""
@@ -178,6 +193,8 @@ class Store:
             rows.update(self.tables.load(missing))
         queues = [getattr(e, "queue", None) or (rows[e.job_id].queue if e.job_id in rows
                                                 else None) for e in events]
+        for name in sorted({e.schedule for e in events if isinstance(e, ScheduleTicked)}):
+            self.schedules.take(name, None)  # its row is locked before the append lock
         records = self.log.append(events, queues)
         deltas = Deltas()
         before = dict(rows)
@@ -186,6 +203,7 @@ class Store:
         self.tables.bump(deltas)
         self.log.wake_after_commit(_woken(changed, before))
         self.workers.record(worker_events(records))
+        self.schedules.record(ticked(records))
         self._follow(records, changed, before, deltas, rows)
         return records
 
@@ -248,7 +266,9 @@ class Store:
                                  ("minute", _nonzero(mine[2], 3), _nonzero(theirs[2], 3),
                                   ("minute", "queue", "name")),
                                  ("worker", self.workers.all(), other.workers.all(), ("name",)),
-                                 ("group", self.groups.all(), other.groups.all(), ("id",))):
+                                 ("group", self.groups.all(), other.groups.all(), ("id",)),
+                                 ("schedule", self.schedules.all(), other.schedules.all(),
+                                  ("name",))):
             left = {tuple(getattr(r, k) for k in key): r for r in a}
             right = {tuple(getattr(r, k) for k in key): r for r in b}
             for k in sorted(left.keys() | right.keys()):
@@ -271,13 +291,14 @@ def _create_tables(log: SqlLog) -> Callable[[int], None]:
     """What creates the projection tables of a store found at a schema version (0: new);
     tables whose columns changed since are made again (and filled by a rebuild)."""
     def create(found: int) -> None:
-        if 0 < found < 4:  # version 4 adds workers.names
+        if 0 < found < 6:  # versions 4 and 6 add workers.names and workers.kind
             log.run_script("DROP TABLE IF EXISTS workers")
         if 0 < found < 5:  # version 5 adds columns to jobs and counts
             SqlTables.drop(log)
         SqlTables.create(log)
         WorkerTable.create(log)
         GroupTable.create(log)
+        ScheduleTable.create(log)
 
     return create
 
