@@ -56,17 +56,36 @@ def test_a_tick_recorded_already_is_not_due_again() -> None:
                     missed="once") == cron.Due(START + 60, 0)
 
 
-@pytest.mark.parametrize(("missed", "expected"), [("once", cron.Due(START + 600, 9)),
-                                                  ("skip", None)])
-def test_ticks_missed_while_no_scheduler_ran_follow_the_policy(missed: str,
-                                                               expected: Any) -> None:
+def test_ticks_missed_while_no_scheduler_ran_follow_the_policy() -> None:
     # last tick 10:00, a scheduler back at 10:10:30: 10:01 to 10:10 fell while none ran
-    assert cron.due(EVERY_MINUTE, last_tick=START, now=START + 630, since=START + 630,
-                    missed=missed) == expected
-    # the next tick is on time either way; what was not dispatched is counted as skipped
-    later = cron.due(EVERY_MINUTE, last_tick=START, now=START + 661, since=START + 630,
-                     missed=missed)
-    assert later == cron.Due(START + 660, 10)
+    back = START + 630
+    once = cron.due(EVERY_MINUTE, last_tick=START, now=back, since=back, missed="once")
+    assert once == cron.Due(START + 600, 9)  # one catch-up: the latest, the rest skipped
+    assert cron.due(EVERY_MINUTE, last_tick=START + 600, now=back, since=back,
+                    missed="once") is None
+    assert cron.due(EVERY_MINUTE, last_tick=START, now=back, since=back, missed="skip") is None
+    # the next tick is on time either way; with "skip" it counts what was not dispatched
+    assert cron.due(EVERY_MINUTE, last_tick=START, now=back + 31, since=back,
+                    missed="skip") == cron.Due(START + 660, 10)
+    assert cron.due(EVERY_MINUTE, last_tick=START + 600, now=back + 31, since=back,
+                    missed="once") == cron.Due(START + 660, 0)
+
+
+def test_a_scheduler_that_woke_late_dispatches_each_tick_it_owes_in_order() -> None:
+    owed = []
+    last = START
+    while (d := cron.due(EVERY_MINUTE, last_tick=last, now=START + 150, since=START - 10,
+                         missed="skip")) is not None:
+        owed.append(d)
+        last = d.tick
+    assert owed == [cron.Due(START + 60, 0), cron.Due(START + 120, 0)]
+
+
+def test_a_gap_too_long_to_count_is_counted_up_to_a_bound() -> None:
+    year = 366 * 86400
+    got = cron.due(EVERY_MINUTE, last_tick=START - year, now=START + 1, since=START + 1,
+                   missed="once")
+    assert got == cron.Due(START, cron.MAX_COUNTED - 1)
 
 
 def test_ticks_of_a_time_zone_follow_its_daylight_saving_time() -> None:

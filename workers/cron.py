@@ -83,26 +83,34 @@ class Due(NamedTuple):
 
 def due(cron: Cron, *, last_tick: float | None, now: float, since: float,
         missed: str) -> Due | None:
-    """What a scheduler running since ``since`` dispatches at ``now`` for a schedule whose last
-    recorded tick is ``last_tick`` (None: never; then ticks before ``since`` do not count).
+    """The next tick that a scheduler running since ``since`` dispatches at ``now``, for a
+    schedule whose last recorded tick is ``last_tick`` (None: never; then ticks before
+    ``since`` do not count), or None.
 
-    Only the latest tick at or before ``now`` is ever dispatched; the earlier ones after
-    ``last_tick`` are counted as ``skipped``. If the latest fell before ``since``, no scheduler
-    ran at its time: with ``missed`` "once" it is dispatched late (one catch-up), with "skip"
-    not at all (the next tick will be, counting these as skipped).
+    Ticks from ``since`` on are dispatched one by one, in order, each once (a scheduler that
+    wakes late, or could not write for a while, catches up every one). Ticks before ``since``
+    fell while no scheduler ran: with ``missed`` "once" the latest of them is dispatched (one
+    catch-up), with "skip" none; the others are counted as ``skipped`` by the next dispatch.
     """
     begin = since if last_tick is None else last_tick
-    tick = latest(cron, now)
-    if tick is None or tick <= begin or (tick < since and missed == "skip"):
-        return None
-    return Due(tick, _count(cron, begin, tick))
+    count, last = _missed(cron, begin, min(since, now))
+    if last is not None and missed == "once":
+        return Due(last, count - 1)
+    following = after(cron, begin if last is None else last)
+    if following and following[0] <= now:
+        return Due(following[0], count)
+    return None
 
 
-def _count(cron: Cron, begin: float, end: float) -> int:
-    """Ticks strictly between ``begin`` and ``end`` (up to :data:`MAX_COUNTED`)."""
-    n = 0
+def _missed(cron: Cron, begin: float, end: float) -> tuple[int, float | None]:
+    """How many ticks fall after ``begin`` and before ``end`` (counted up to
+    :data:`MAX_COUNTED`), and the last of them."""
+    count, last = 0, None
     for t in CronSim(cron.expr, _at(cron, begin)):
-        if t.timestamp() >= end or n >= MAX_COUNTED:
+        ts = t.timestamp()
+        if ts >= end:
             break
-        n += 1
-    return n
+        count, last = count + 1, ts
+        if count == MAX_COUNTED:  # a long gap: count no further, go to its end
+            return count, latest(cron, end - 1e-6)
+    return count, last

@@ -210,17 +210,18 @@ class Scheduler:
         return self.dispatched
 
     def _dispatch_due(self, now: float, since: float) -> None:
-        rows = {r.name: r for r in self.store.schedules.get_many(p.name for p in self.plans)}
+        """Dispatch every tick due at ``now``, in order (another scheduler may take some)."""
         for p in self.plans:
-            row = rows.get(p.name)
-            d = due(p.cron, last_tick=row.last_tick if row else None, now=now, since=since,
-                    missed=p.missed)
-            if d is None:
-                continue
-            tick = ScheduleTicked(ts=now, schedule=p.name, tick=d.tick, skipped=d.skipped,
-                                  scheduler=self.name)
-            if self.store.tick(tick, p.make(now)) is not None:
-                self.dispatched += 1
+            while not self._stop.is_set():
+                row = next(iter(self.store.schedules.get_many([p.name])), None)
+                d = due(p.cron, last_tick=row.last_tick if row else None, now=now,
+                        since=since, missed=p.missed)
+                if d is None:
+                    break
+                tick = ScheduleTicked(ts=now, schedule=p.name, tick=d.tick, skipped=d.skipped,
+                                      scheduler=self.name)
+                if self.store.tick(tick, p.make(now)) is not None:
+                    self.dispatched += 1
 
     def _life(self, event: WorkerEvent) -> None:
         self.store.append([event])
