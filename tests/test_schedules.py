@@ -126,6 +126,16 @@ def test_a_bad_class_level_schedule_is_refused_at_definition(body: str, message:
     assert "Bad" not in {s.name for s in registered()}  # ...nor a schedule
 
 
+def test_a_job_argument_named_like_a_setting_is_an_argument() -> None:
+    class Report(evq.Job):
+        job_name = "sched-test.report"
+        schedule: str = "0 8 * * *"  # a field: the job's argument, not its cron
+        timezone: str = "Nowhere"
+
+    assert Report().timezone == "Nowhere"
+    assert "sched-test.report" not in {s.name for s in registered()}
+
+
 def test_a_bad_schedule_in_code_is_refused() -> None:
     with pytest.raises(evq.ConfigError,
                        match=re.escape("schedule sched-x: cron expression '0 25 . . .'")):
