@@ -13,8 +13,9 @@ Locks, in the one order that cannot deadlock: every write transaction starts wit
 ROW EXCLUSIVE mode, then locks the rows it changes (claims and expiries ``FOR UPDATE SKIP
 LOCKED``: a row another worker is taking is left to it; a schedule's tick, its ``schedules`` row,
 by the upsert that takes the tick), then the append lock; after it, it writes only rows it holds
-or rows that only holders of the append lock write (counts, minutes, workers, new jobs). :meth:`PostgresLog.exclusive` (rebuilds, verification) takes ``jobs`` in
-EXCLUSIVE mode first, so it waits for the writers that started before it and keeps out the rest.
+or rows that only holders of the append lock write (counts, minutes, workers, new jobs).
+:meth:`PostgresLog.exclusive` (rebuilds, verification) takes ``jobs`` in EXCLUSIVE mode first,
+so it waits for the writers that started before it and keeps out the rest.
 
 Wake-ups: a transaction that makes work ready sends ``NOTIFY`` with the queue's name, delivered
 at commit; idle workers ``LISTEN`` on their own connection (:class:`PgSignals`).
