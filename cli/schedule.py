@@ -85,7 +85,7 @@ def list_(
                 ("name", "cron", "timezone", "missed", "job", "next runs", "last tick",
                  "last job", "last state", "ticks", "skipped"),
                 [(s.name, s.cron, s.timezone or "UTC", s.missed, s.job,
-                  "\n".join(filter(None, map(when, s.next_runs))), when(s.last_tick),
+                  ", ".join(filter(None, map(when, s.next_runs))), when(s.last_tick),
                   s.last_job, s.last_state, s.ticks, s.skipped) for s in listed])
 
 
