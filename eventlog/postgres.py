@@ -236,11 +236,11 @@ class PostgresLog(SqlLog):
                     for statement in begin:
                         conn.execute(statement)
                     yield conn
-                    if self._woken:
+                    if self._commit.woken:
                         conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
-                                     (self.channel, sorted(self._woken)))
+                                     (self.channel, sorted(self._commit.woken)))
                     conn.execute("COMMIT")
-                woken = self._woken
+                commit = self._commit
             except BaseException as exc:
                 error = self._failed(exc) if isinstance(exc, psycopg.Error) else exc
                 if self._conn is not None and not self._conn.broken:
@@ -253,7 +253,7 @@ class PostgresLog(SqlLog):
                 raise error from None
             finally:
                 self._in_tx = self._writing = self._append_locked = False
-        self._committed(woken)
+        self._committed(commit)
 
     def transaction(self) -> Any:
         return self._tx("BEGIN", "LOCK TABLE jobs IN ROW EXCLUSIVE MODE")

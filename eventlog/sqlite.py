@@ -185,7 +185,7 @@ class SqliteLog(SqlLog):
             try:
                 yield self.conn
                 self.conn.execute("COMMIT")
-                woken = self._woken
+                commit = self._commit
             except BaseException as exc:
                 self._in_tx = False
                 error = self._abort(exc)
@@ -195,7 +195,7 @@ class SqliteLog(SqlLog):
                 raise error from None
             finally:
                 self._in_tx = False
-        self._committed(woken)
+        self._committed(commit)
 
     def exclusive(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction: SQLite's write lock already keeps every other writer out."""

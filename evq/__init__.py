@@ -35,9 +35,12 @@ from evq.eventlog.errors import (
 if TYPE_CHECKING:
     from evq.api import Queue, connect, default_queue, use
     from evq.compose import Batch, Chain, Node, Workflow, batch, chain, workflow
+    from evq.hooks import QueueEvent, on
     from evq.jobs import FunctionJob, Job, job
+    from evq.notifications import notify
     from evq.projections.model import JobRow
     from evq.schedules import Schedule, schedule, scheduler
+    from evq.subscribers import Subscription, subscribe
     from evq.workers.scheduler import Scheduler
     from evq.workers.worker import Worker
 
@@ -51,6 +54,9 @@ _LAZY = {
     "Workflow": "evq.compose", "batch": "evq.compose", "chain": "evq.compose",
     "workflow": "evq.compose", "Schedule": "evq.schedules", "schedule": "evq.schedules",
     "scheduler": "evq.schedules", "Scheduler": "evq.workers.scheduler",
+    "QueueEvent": "evq.hooks", "on": "evq.hooks",
+    "Subscription": "evq.subscribers", "subscribe": "evq.subscribers",
+    "notify": "evq.notifications",
 }
 
 
@@ -79,6 +85,7 @@ __all__ = [
     "Node",
     "NotFound",
     "Queue",
+    "QueueEvent",
     "Schedule",
     "Scheduler",
     "StoreBusy",
@@ -86,6 +93,7 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "StoreMissing",
+    "Subscription",
     "UnknownJob",
     "Worker",
     "Workflow",
@@ -94,8 +102,11 @@ __all__ = [
     "connect",
     "default_queue",
     "job",
+    "notify",
+    "on",
     "schedule",
     "scheduler",
+    "subscribe",
     "use",
     "workflow",
 ]

@@ -33,7 +33,7 @@ from evq.projections.store import Store, open_store
 from evq.workers import registry
 from evq.workers.retry import backoff_schedule
 
-from . import health
+from . import health, hooks
 from .jobs import LATEST_TIME, Job, check_int, check_payload, check_queue, validated_payload
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from evq.workers.worker import Worker
 
     from .compose import Batch, Chain, Workflow
+    from .subscribers import Handler, Subscription
 
 DEFAULT_URL = "sqlite:///evq.db"
 
@@ -88,6 +89,7 @@ class Queue:
         self._commits = threading.Condition()  # notified after each commit (see wait_for)
         self._seen_commits = 0
         self._watch: Any = None
+        store.observe(hooks.emit)
 
     @property
     def url(self) -> str:
@@ -252,6 +254,14 @@ class Queue:
         rows = self.store.groups.find(kind, limit)
         return [{k: v for k, v in group_status(self, r.id).items() if k != "jobs"}
                 for r in rows]
+
+    def subscribe(self, name: str, fn: Handler, *, types: Sequence[str] = (), since: int = 0,
+                  batch: int = 500, lease: float = 30.0) -> Subscription:
+        """A durable subscriber of this store's log, started (see :mod:`evq.subscribers`)."""
+        from .subscribers import subscribe
+
+        return subscribe(name, fn, types=types, since=since, batch=batch, lease=lease,
+                         queue=self)
 
     # -- results -------------------------------------------------------------------------------
 

@@ -17,11 +17,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 from msgspec.structs import replace
 
+from evq.eventlog import consumers
 from evq.eventlog.codec import Record
 from evq.eventlog.errors import ConfigError
 from evq.eventlog.events import Event, JobDispatched, ScheduleTicked
 from evq.eventlog.sqlite import SqliteLog
-from evq.eventlog.sqllog import SCHEMA_VERSION, SqlLog
+from evq.eventlog.sqllog import SCHEMA_VERSION, Commit, SqlLog
 
 from . import flow
 from .apply import Deltas, apply
@@ -34,6 +35,7 @@ from .workers import WorkerTable, worker_events
 _C = TypeVar("_C", Counts, MinuteCounts)
 Select = Callable[[SqlTables], Iterable[JobRow]]
 Decide = Callable[[JobRow], Sequence[Event]]
+Observer = Callable[[list[tuple[Record, JobRow | None]]], None]
 
 
 class Store:
@@ -53,6 +55,7 @@ class Store:
             self.rebuild()
         self._signals = log.signals()
         self._watches: list[_LocalWatch] = []
+        self._observers: list[Observer] = []
         log.on_commit(self._committed)
 
     @classmethod
@@ -80,12 +83,29 @@ class Store:
                      else self._signals.watch(queues, on_change))
         return Watch(lambda: self._watches.remove(local), files)
 
-    def _committed(self, woken: set[str]) -> None:
+    def observe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer`` after each commit of this process, with the events it appended,
+        each with its job's row (None for events of no job); returns what stops it."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    def _committed(self, commit: Commit) -> None:
+        woken = commit.woken
         for w in list(self._watches):
             if w.queues is None or not w.queues.isdisjoint(woken):
                 w.on_change()
         if woken and self._signals is not None:
             self._signals.announce(woken)
+        if commit.notes:
+            for observer in list(self._observers):
+                observer(commit.notes)
+
+    def _note(self, records: Sequence[Record], *rows: Mapping[int, JobRow]) -> None:
+        """For the observers: each record with its job's row (in the first of ``rows`` that
+        has it)."""
+        if self._observers:
+            self.log.note((r, next((m[r.event.job_id] for m in rows if r.event.job_id in m),
+                                   None)) for r in records)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -110,6 +130,7 @@ class Store:
                 self.tables.bump(ready.deltas)
                 self.log.wake_after_commit(_woken(ready.changed, ready.before))
                 ready.update(held, records[0].seq - 1)  # type: ignore[arg-type]
+                self._note(records, ready.changed, ready.before)
                 self._follow(records, ready.changed, ready.before, ready.deltas, {})
                 return records
             rows: dict[int, JobRow] = {}
@@ -204,6 +225,7 @@ class Store:
         self.log.wake_after_commit(_woken(changed, before))
         self.workers.record(worker_events(records))
         self.schedules.record(ticked(records))
+        self._note(records, rows, before)
         self._follow(records, changed, before, deltas, rows)
         return records
 
@@ -299,6 +321,7 @@ def _create_tables(log: SqlLog) -> Callable[[int], None]:
         WorkerTable.create(log)
         GroupTable.create(log)
         ScheduleTable.create(log)
+        consumers.create(log)
 
     return create
 
