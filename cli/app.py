@@ -44,5 +44,6 @@ def fail(message: str, code: int) -> int:
 
 def make_app(help: str, **kwargs: Any) -> typer.Typer:
     """A Typer (sub-)app with evq's error handling and no rich error panels."""
-    return typer.Typer(cls=EvqGroup, help=help, no_args_is_help=True, add_completion=False,
-                       pretty_exceptions_enable=False, rich_markup_mode=None, **kwargs)
+    options: dict[str, Any] = {"no_args_is_help": True, **kwargs}
+    return typer.Typer(cls=EvqGroup, help=help, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode=None, **options)

@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -19,6 +19,9 @@ from evq.workers.supervisor import EXIT_RECYCLE, Supervisor, rss_mb
 
 from .context import get, import_apps
 from .timeparse import parse_age
+
+if TYPE_CHECKING:
+    from evq.api import Queue
 
 
 class Pool(StrEnum):
@@ -72,6 +75,9 @@ def register(app: typer.Typer) -> None:
                                           help="Retention: now and every hour, archive the "
                                                "events of jobs finished longer ago than this "
                                                "age (e.g. 7d)."),
+        schedule: bool = typer.Option(False, "--schedule",
+                                      help="Also run a scheduler of the schedules that --app "
+                                           "declares (see evq schedule)."),
         supervised: bool = typer.Option(False, "--supervised", hidden=True,
                                         help="Run as a supervisor's worker process."),
     ) -> None:
@@ -108,7 +114,8 @@ def register(app: typer.Typer) -> None:
             command += ["--verbose"] if verbose else []
             q.close()
             # by the supervisor, not by each of its processes
-            with _archiving(q.url, age), _notifying(q.url, channels, lease):
+            with _archiving(q.url, age), _notifying(q.url, channels, lease), \
+                    _scheduling(q.url if schedule else None):
                 code = _supervise(command, processes, max_memory)
             raise typer.Exit(code)
         worker = q.worker(queues=queue_list, concurrency=concurrency, max_jobs=max_jobs,
@@ -135,7 +142,8 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else on_signal)
         print(f"evq worker {worker.name} on {q.url}: queues {','.join(worker.queues)}, "
               f"concurrency {concurrency}, pool {pool.value}", file=sys.stderr)
-        with _archiving(q.url, age), _notifying(q.url, channels, lease, supervised):
+        with _archiving(q.url, age), _notifying(q.url, channels, lease, supervised), \
+                _scheduling(q if schedule else None):
             done = worker.run()
         print(f"evq worker {worker.name} stopped after {done} jobs", file=sys.stderr)
         if worker.stopped_at_once and signals:
@@ -157,6 +165,27 @@ def _archiving(url: str, age: float | None) -> Iterator[None]:
         yield
     finally:
         stop()
+
+
+@contextlib.contextmanager
+def _scheduling(store: Queue | str | None) -> Iterator[None]:
+    """``--schedule``: a scheduler on a thread (on a connection of its own, given a URL) while
+    the worker or the supervisor runs."""
+    if store is None:
+        yield
+        return
+    from evq.api import connect
+
+    q = connect(store) if isinstance(store, str) else store
+    try:
+        scheduler = q.scheduler().start()
+        try:
+            yield
+        finally:
+            scheduler.stop()
+    finally:
+        if q is not store:
+            q.close()
 
 
 @contextlib.contextmanager

@@ -224,7 +224,9 @@ class WorkerStarted(WorkerEvent, frozen=True, tag="WorkerStarted"):
     concurrency: int = 1
     pool: str = "thread"
     lease: float = 30.0
-    names: list[str] = []  # the job types it runs (it claims no other)
+    names: list[str] = []  # the job types it runs (it claims no other); a scheduler's: its
+    # schedules
+    kind: str = "worker"  # or "scheduler" (``evq schedule``): listed apart, not a worker
 
 
 class WorkerHeartbeat(WorkerEvent, frozen=True, tag="WorkerHeartbeat"):
@@ -238,6 +240,20 @@ class WorkerStopped(WorkerEvent, frozen=True, tag="WorkerStopped"):
     """alive -> stopped: the worker stopped gracefully (a worker that dies writes nothing)."""
 
     done: int = 0
+
+
+class ScheduleTicked(Event, frozen=True, tag="ScheduleTicked"):
+    """schedule: last tick -> ``tick``: the schedule dispatched the job ``job_id`` (its
+    ``JobDispatched`` comes first, in the same commit) for its cron tick at ``tick`` (unix
+    seconds), ``skipped`` ticks after the previous one having gone undispatched (missed while no
+    scheduler ran). ``manual``: ``evq schedule run`` (``tick`` is then the time of the request,
+    and the schedule's last tick stays as it was)."""
+
+    schedule: str
+    tick: float
+    skipped: int = 0
+    manual: bool = False
+    scheduler: str = ""
 
 
 AnyEvent = (
@@ -263,6 +279,7 @@ AnyEvent = (
     | WorkerStarted
     | WorkerHeartbeat
     | WorkerStopped
+    | ScheduleTicked
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {

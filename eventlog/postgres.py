@@ -11,8 +11,9 @@ the rows a transaction changes, deciding its events) still runs at once in many 
 
 Locks, in the one order that cannot deadlock: every write transaction starts with ``jobs`` in
 ROW EXCLUSIVE mode, then locks the rows it changes (claims and expiries ``FOR UPDATE SKIP
-LOCKED``: a row another worker is taking is left to it), then the limit keys of the jobs a claim
-takes (:meth:`PostgresLog.lock_keys`: advisory locks in ascending order, a key out of order only
+LOCKED``: a row another worker is taking is left to it; a schedule's tick, its ``schedules`` row,
+by the upsert that takes the tick), then the limit keys of the jobs a claim takes
+(:meth:`PostgresLog.lock_keys`: advisory locks in ascending order, a key out of order only
 tried), then the append lock; after it, it writes only rows it holds or rows that only holders
 of the append lock write (counts, minutes, workers, uniques, new jobs). A dispatch of unique
 jobs reads ``uniques`` after the append lock: every writer of ``uniques`` and of job states

@@ -40,7 +40,9 @@ if TYPE_CHECKING:
     from evq.limits import RateLimit
     from evq.notifications import notify
     from evq.projections.model import JobRow
+    from evq.schedules import Schedule, schedule, scheduler
     from evq.subscribers import Subscription, subscribe
+    from evq.workers.scheduler import Scheduler
     from evq.workers.worker import Worker
 
 # The rest of the API is imported on first use, so that importing a part of evq (the event types
@@ -51,7 +53,9 @@ _LAZY = {
     "JobRow": "evq.projections.model", "Worker": "evq.workers.worker",
     "Batch": "evq.compose", "Chain": "evq.compose", "Node": "evq.compose",
     "Workflow": "evq.compose", "batch": "evq.compose", "chain": "evq.compose",
-    "workflow": "evq.compose", "QueueEvent": "evq.hooks", "on": "evq.hooks",
+    "workflow": "evq.compose", "Schedule": "evq.schedules", "schedule": "evq.schedules",
+    "scheduler": "evq.schedules", "Scheduler": "evq.workers.scheduler",
+    "QueueEvent": "evq.hooks", "on": "evq.hooks",
     "Subscription": "evq.subscribers", "subscribe": "evq.subscribers",
     "notify": "evq.notifications",
     "RateLimit": "evq.limits",
@@ -85,6 +89,8 @@ __all__ = [
     "Queue",
     "QueueEvent",
     "RateLimit",
+    "Schedule",
+    "Scheduler",
     "StoreBusy",
     "StoreCorrupt",
     "StoreError",
@@ -101,6 +107,8 @@ __all__ = [
     "job",
     "notify",
     "on",
+    "schedule",
+    "scheduler",
     "subscribe",
     "use",
     "workflow",

@@ -38,6 +38,7 @@ from . import health, hooks, limits
 from .jobs import LATEST_TIME, Job, check_int, check_payload, check_queue, validated_payload
 
 if TYPE_CHECKING:
+    from evq.workers.scheduler import Scheduler
     from evq.workers.worker import Worker
 
     from .compose import Batch, Chain, Workflow
@@ -449,6 +450,13 @@ class Queue:
         from evq.workers.worker import Worker  # lazily: commands that only read skip asyncio
 
         return Worker(self.store, **options)
+
+    def scheduler(self, schedules: list[str] | None = None, **options: Any) -> Scheduler:
+        """A scheduler of the declared schedules on this queue's store; see
+        :func:`evq.schedules.scheduler`."""
+        from .schedules import scheduler
+
+        return scheduler(schedules, queue=self, **options)
 
     def workers(self, **options: Any) -> list[health.WorkerStatus]:
         """Alive and lost workers with their last heartbeat and held jobs; see

@@ -62,12 +62,15 @@ def status_of(row: WorkerRow, now: float) -> str:
 def workers(store: Store, *, now: float | None = None, stopped: bool = False,
             lost_within: float | None = 86400.0) -> list[WorkerStatus]:
     """Alive and lost workers (lost ones seen within ``lost_within`` seconds, or all of them
-    with None; and with ``stopped``, the stopped ones too), oldest first."""
+    with None; and with ``stopped``, the stopped ones too), oldest first; schedulers are
+    listed by :func:`evq.schedules.schedulers`."""
     now = time.time() if now is None else now
     held = store.workers.held()
     rows = store.workers.all() if stopped else store.workers.running()
     out = []
     for r in rows:
+        if r.kind != "worker":
+            continue
         status = status_of(r, now)
         if (status == LOST and lost_within is not None and now - r.last_seen > lost_within
                 and not held.get(r.name)):

@@ -18,11 +18,22 @@ from evq.workers.retry import BackoffSpec, backoff_schedule
 
 from . import limits
 from .limits import Key, RateLimit, is_int, is_number
+from .schedules import class_schedule, register_schedule
 
 
 class _JobMeta(msgspec.StructMeta):
     """Makes a job built with missing or unknown arguments raise ``InvalidArguments`` (naming
-    the job type) instead of msgspec's plain ``TypeError``."""
+    the job type) instead of msgspec's plain ``TypeError``; registers a job type's class-level
+    schedule once its fields are known."""
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], *args: Any, **kwargs: Any) -> Any:
+        cls = cast("type[Job]", super().__new__(mcls, name, bases, *args, **kwargs))
+        if any(isinstance(b, _JobMeta) for b in bases):  # a job type, not evq.Job itself
+            planned = class_schedule(cls)  # refused before anything is registered
+            registry.register(cls.job_name, cls)
+            if planned is not None:
+                register_schedule(planned)
+        return cls
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -36,7 +47,9 @@ class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     it: ``queue``, ``tries`` (total attempts), ``backoff``, ``timeout`` (seconds or None),
     ``priority`` (higher first), ``job_name`` (defaults to the class name), ``unique_for``
     (seconds: see :meth:`unique_key`), ``rate_limit`` (an :class:`evq.RateLimit`),
-    ``concurrency_limit`` and ``concurrency_key`` (see the README)."""
+    ``concurrency_limit`` and ``concurrency_key`` (see the README), and ``schedule`` (a cron
+    expression: dispatched at its ticks, see :mod:`evq.schedules`) with ``timezone`` and
+    ``missed``."""
 
     job_name: ClassVar[str] = ""
     queue: ClassVar[str] = "default"
@@ -49,13 +62,15 @@ class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     rate_limit: ClassVar[RateLimit | None] = None
     concurrency_limit: ClassVar[int | None] = None
     concurrency_key: ClassVar[Key] = None
+    schedule: ClassVar[str | None] = None
+    timezone: ClassVar[str | None] = None
+    missed: ClassVar[str] = "skip"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "job_name" not in cls.__dict__:
             cls.job_name = cls.__name__
         check_settings(cls)
-        registry.register(cls.job_name, cls)
 
     def unique_key(self) -> str:
         """With ``unique_for`` set: a dispatch of a job whose key is held (by an unfinished job,

@@ -35,6 +35,7 @@ from evq.eventlog.events import (
     LeaseExtended,
     LeaseReleased,
     QueueCleared,
+    ScheduleTicked,
     WorkerEvent,
     WorkerHeartbeat,
     WorkerStarted,
@@ -54,6 +55,7 @@ from .model import (
     WAITING,
     GroupRow,
     JobRow,
+    ScheduleRow,
     UniqueRow,
     WorkerRow,
 )
@@ -159,7 +161,7 @@ def apply_worker(row: WorkerRow | None, event: WorkerEvent) -> WorkerRow:
             return WorkerRow(name=event.worker, host=event.host, pid=event.pid,
                              queues=",".join(event.queues), concurrency=event.concurrency,
                              pool=event.pool, lease=event.lease, started_at=event.ts,
-                             last_seen=event.ts, names=",".join(event.names))
+                             last_seen=event.ts, names=",".join(event.names), kind=event.kind)
     row = row or WorkerRow(name=event.worker, started_at=event.ts, last_seen=event.ts)
     match event:
         case WorkerHeartbeat() if row.stopped_at is None:
@@ -168,6 +170,18 @@ def apply_worker(row: WorkerRow | None, event: WorkerEvent) -> WorkerRow:
             return replace(row, last_seen=max(row.last_seen, event.ts), stopped_at=event.ts,
                            done=event.done)
     return row
+
+
+def apply_schedule(row: ScheduleRow | None, event: ScheduleTicked) -> ScheduleRow:
+    """The ``schedules`` row of ``event.schedule`` after one of its dispatches."""
+    row = row or ScheduleRow(name=event.schedule)
+    if event.manual:
+        return replace(row, last_job=event.job_id, last_at=event.ts,
+                       triggered=row.triggered + 1)
+    last = event.tick if row.last_tick is None else max(row.last_tick, event.tick)
+    return replace(row, last_tick=last,
+                   last_job=event.job_id, last_at=event.ts, ticks=row.ticks + 1,
+                   skipped=row.skipped + event.skipped)
 
 
 def group_created(event: GroupCreated, seq: int) -> GroupRow:

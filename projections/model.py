@@ -143,7 +143,22 @@ class WorkerRow(msgspec.Struct, frozen=True):
     last_seen: float = 0.0  # its latest heartbeat
     stopped_at: float | None = None
     done: int = 0  # attempts finished, as of its latest heartbeat
-    names: str = ""  # comma-separated: the job types it runs
+    names: str = ""  # comma-separated: the job types it runs (a scheduler's: its schedules)
+    kind: str = "worker"  # or "scheduler"
+
+
+class ScheduleRow(msgspec.Struct, frozen=True):
+    """The ``schedules`` table: one cron schedule's latest tick and dispatch, from its
+    ``ScheduleTicked`` events. ``last_tick`` guards against a second dispatch of a tick: a
+    scheduler records a tick only if it is later than this (see :mod:`.schedules`)."""
+
+    name: str
+    last_tick: float | None = None  # the latest cron tick dispatched (manual runs excluded)
+    last_job: int | None = None  # the job of the latest dispatch, cron or manual
+    last_at: float | None = None  # when that dispatch happened
+    ticks: int = 0  # cron ticks dispatched
+    triggered: int = 0  # manual runs (evq schedule run)
+    skipped: int = 0  # ticks missed and not dispatched, over the schedule's life
 
 
 class GroupRow(msgspec.Struct, frozen=True):
@@ -201,6 +216,7 @@ TYPE_SOURCES = {"succeeded": "successes"}  # job_type_stats columns named otherw
 WORKER_COLUMNS = tuple(f.name for f in msgspec.structs.fields(WorkerRow))
 GROUP_COLUMNS = tuple(f.name for f in msgspec.structs.fields(GroupRow))
 UNIQUE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(UniqueRow))
+SCHEDULE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(ScheduleRow))
 
 
 def malformed(row: JobRow) -> str | None:

@@ -21,6 +21,7 @@ from evq.eventlog import archive
 from evq.eventlog.archive import Row, decode_row
 from evq.eventlog.codec import Record
 from evq.eventlog.errors import InvalidArguments
+from evq.eventlog.events import ScheduleTicked
 from evq.eventlog.sqllog import SqlLog
 
 from . import snapshot
@@ -71,6 +72,7 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
         first = start.seq if start else 0
         copied: list[Row] = []
         unattached: list[Record] = []  # events of no job: workers' and groups' beginnings
+        ticks: list[ScheduleTicked] = []  # schedules' ticks
         count = 0
         last = first  # the position of the last event replayed
 
@@ -94,6 +96,8 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
                 record = decode_row(row)
                 if not record.event.job_id:
                     unattached.append(record)
+                elif isinstance(record.event, ScheduleTicked):
+                    ticks.append(record.event)
                 yield record
 
         from .store import _apply_all
@@ -104,6 +108,7 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
         target.workers.record(worker_events(unattached))
         target.groups.record(group_events(unattached), deltas.groups)
         target.groups.reindex_deps(rows.values())
+        target.schedules.record(ticks)
     if progress:
         progress(count, count)
     return Replayed(count, first, last, start.ts if start else None)

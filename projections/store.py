@@ -20,7 +20,7 @@ from msgspec.structs import replace
 from evq.eventlog import consumers
 from evq.eventlog.codec import Record
 from evq.eventlog.errors import ConfigError
-from evq.eventlog.events import Event, JobDispatched
+from evq.eventlog.events import Event, JobDispatched, ScheduleTicked
 from evq.eventlog.sqlite import SqliteLog
 from evq.eventlog.sqllog import SCHEMA_VERSION, Commit, SqlLog
 
@@ -29,6 +29,7 @@ from .apply import Deltas, apply
 from .groups import GroupTable, dependencies, group_events
 from .limits import Gate
 from .model import FINISHED, HELD, PENDING, Counts, JobRow, MinuteCounts
+from .schedules import ScheduleTable, ticked
 from .tables import SqlTables, row_writes
 from .workers import WorkerTable, worker_events
 
@@ -49,6 +50,7 @@ class Store:
         self.tables = SqlTables(log)
         self.workers = WorkerTable(log)
         self.groups = GroupTable(log)
+        self.schedules = ScheduleTable(log)
         self.schema_was = found = log.migrate(_create_tables(log), upgrade=upgrade)
         if 0 < found < SCHEMA_VERSION:  # derive what the new tables and columns hold
             self.rebuild()
@@ -218,6 +220,19 @@ class Store:
 
         return self._transact(pick, decide)
 
+    def tick(self, tick: ScheduleTicked, dispatched: JobDispatched) -> int | None:
+        """Dispatch a schedule's job for its tick, once: in one transaction, take the tick (see
+        :meth:`ScheduleTable.take`; a manual tick is always taken), append ``dispatched`` and
+        then ``tick`` naming the job. Returns the job's id, or None if the tick was taken
+        already (nothing is appended)."""
+        with self.log.transaction():
+            if not self.schedules.take(tick.schedule, None if tick.manual else tick.tick):
+                return None
+            rows: dict[int, JobRow] = {}
+            job_id = self._record([dispatched], rows)[0].seq
+            self._record([replace(tick, job_id=job_id)], rows)
+            return job_id
+
     def _transact(self, select: Select, decide: Decide) -> list[JobRow]:
         """In one transaction: pick rows, append the events ``decide`` returns for each, apply
         them. Returns the picked rows as they are afterwards (in pick order)."""
@@ -237,6 +252,8 @@ class Store:
             rows.update(self.tables.load(missing))
         queues = [getattr(e, "queue", None) or (rows[e.job_id].queue if e.job_id in rows
                                                 else None) for e in events]
+        for name in sorted({e.schedule for e in events if isinstance(e, ScheduleTicked)}):
+            self.schedules.take(name, None)  # its row is locked before the append lock
         records = self.log.append(events, queues)
         deltas = Deltas()
         before = dict(rows)
@@ -245,6 +262,7 @@ class Store:
         self.tables.bump(deltas)
         self.log.wake_after_commit(_woken(changed, before))
         self.workers.record(worker_events(records))
+        self.schedules.record(ticked(records))
         self._note(records, rows, before)
         self._follow(records, changed, before, deltas, rows)
         return records
@@ -310,7 +328,9 @@ class Store:
                                  ("worker", self.workers.all(), other.workers.all(), ("name",)),
                                  ("group", self.groups.all(), other.groups.all(), ("id",)),
                                  ("unique", self.tables.uniques(), other.tables.uniques(),
-                                  ("key",))):
+                                  ("key",)),
+                                 ("schedule", self.schedules.all(), other.schedules.all(),
+                                  ("name",))):
             left = {tuple(getattr(r, k) for k in key): r for r in a}
             right = {tuple(getattr(r, k) for k in key): r for r in b}
             for k in sorted(left.keys() | right.keys()):
@@ -333,13 +353,14 @@ def _create_tables(log: SqlLog) -> Callable[[int], None]:
     """What creates the projection tables of a store found at a schema version (0: new);
     tables whose columns changed since are made again (and filled by a rebuild)."""
     def create(found: int) -> None:
-        if 0 < found < 4:  # version 4 adds workers.names
+        if 0 < found < 6:  # versions 4 and 6 add workers.names and workers.kind
             log.run_script("DROP TABLE IF EXISTS workers")
         if 0 < found < 5:  # version 5 adds columns to jobs and counts
             SqlTables.drop(log)
         SqlTables.create(log)
         WorkerTable.create(log)
         GroupTable.create(log)
+        ScheduleTable.create(log)
         consumers.create(log)
 
     return create

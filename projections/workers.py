@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS workers (
     last_seen   REAL,
     stopped_at  REAL,
     done        INTEGER,
-    names       TEXT NOT NULL DEFAULT ''
+    names       TEXT NOT NULL DEFAULT '',
+    kind        TEXT NOT NULL DEFAULT 'worker'
 )
 """
 
@@ -72,9 +73,10 @@ class WorkerTable:
     def all(self) -> list[WorkerRow]:
         return self._rows("1 = 1")
 
-    def running(self) -> list[WorkerRow]:
-        """Workers that have not stopped (alive, or lost if their heartbeat is old)."""
-        return self._rows("stopped_at IS NULL")
+    def running(self, kind: str = "worker") -> list[WorkerRow]:
+        """Workers (or schedulers) that have not stopped (alive, or lost if their heartbeat is
+        old)."""
+        return self._rows("stopped_at IS NULL AND kind = ?", (kind,))
 
     def held(self) -> dict[str, list[int]]:
         """The ids of the jobs each worker holds a lease on."""

@@ -34,6 +34,7 @@ from evq.eventlog.events import (
     LeaseExtended,
     LeaseReleased,
     QueueCleared,
+    ScheduleTicked,
     WorkerHeartbeat,
     WorkerStarted,
     WorkerStopped,
@@ -387,7 +388,8 @@ LEASE = 30.0
 # operation kinds, repeated to weight them: workers' steps are the most frequent
 KINDS = (["dispatch"] * 4 + ["claim"] * 4 + ["start"] * 4 + ["succeed"] * 2 + ["fail"] * 2
          + ["timeout", "release", "extend", "expire", "expire", "stale", "stale", "late",
-            "cancel", "requeue", "purge", "clear", "retry_all", "flush_failed", "life", "life"])
+            "cancel", "requeue", "purge", "clear", "retry_all", "flush_failed", "life", "life",
+            "schedule", "schedule"])
 
 
 class Op(NamedTuple):
@@ -526,6 +528,15 @@ class Driver:
                  WorkerStopped(ts=now, worker=name, done=op.index))[op.which % 3]
         self.store.append([event])
 
+    def op_schedule(self, op: Op) -> None:
+        """A schedule's tick (a tick not later than the schedule's last is refused), or a
+        manual run."""
+        now = self.tick()
+        tick = ScheduleTicked(ts=now, schedule=f"s{op.index % 2}", tick=60.0 * (op.index % 7),
+                              skipped=op.which, manual=op.offset > 0 and op.which % 3 == 0)
+        self.store.tick(tick, JobDispatched(ts=now, name="job-s", queue=op.queue,
+                                            payload=msgspec.Raw(b"{}")))
+
     def _outcome(self, row: JobRow, which: int, attempt: int) -> Event:
         event = _attempt_events(attempt)[which]
         return msgspec.structs.replace(event, job_id=row.id, ts=self.tick())
@@ -575,6 +586,7 @@ def test_rebuild_gives_the_live_projections(kind: str, steps: list[Op]) -> None:
             assert store.differences(aside) == []
             assert aside.tables.dump()[0] == store.tables.dump()[0]  # job rows: exactly
             assert aside.workers.all() == store.workers.all()
+            assert aside.schedules.all() == store.schedules.all()
             # the per-queue counters agree with the rows they count
             assert _stat_counts(store) == _counts_by_state(store)
             dispatched_per_name = Counter(
