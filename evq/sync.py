@@ -8,9 +8,10 @@ caller's thread, so it is timed out when it returns.
 
 ``sync://`` (development and tests, as Laravel's sync driver) is a memory store that, after each
 commit, runs every pending job in the committing thread, delayed ones too, oldest first: a
-dispatch returns once the job has run (and what it dispatched, and the chain it starts), with
-its events in the store's log (``q.history(id)``). A job's failure is in its row and history
-(``q.result(id)`` raises it), not raised by the dispatch.
+dispatch returns once the job has run, and what it dispatched (run after it; from a job run by
+``dispatch_sync``, at once) and the rest of its chain, with their events in the store's log
+(``q.history(id)``). A job's failure is in its row and history (``q.result(id)`` raises it),
+not raised by the dispatch.
 """
 
 from __future__ import annotations
