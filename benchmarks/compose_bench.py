@@ -6,7 +6,9 @@
   next), both through an idle worker (target: the chain runs at least half as many steps a
   second: no polling between steps).
 
-Each figure is the median of ``--repeat`` runs, each in a fresh store.
+Each figure is the median of ``--repeat`` runs, each in a fresh store. With ``--celery``, the
+same figures of celery's own primitives on Redis (a chord, a chain) in the same run, from
+``celery_compose_runner.py`` in celery's venv (made on first use, see peers.py).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=10_000, help="jobs in the batch")
     p.add_argument("--steps", type=int, default=1_000, help="steps in the chain")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--celery", action="store_true", help="also celery's chord and chain")
     a = p.parse_args()
     store = sqlite_store if a.store == "sqlite" else postgres_store
     t_plain = measure(store, plain, a.jobs, a.repeat)
@@ -91,6 +94,17 @@ def main() -> None:
           f"= {t_batch / t_plain:.2f}x (target <= 1.3x)")
     print(f"single jobs one at a time: {r_single:,.0f}/s; chain of {a.steps:,}: "
           f"{r_chain:,.0f} steps/s = {r_chain / r_single:.2f}x (target >= 0.5x)")
+    if a.celery:
+        from . import peers
+
+        exe = peers.python("celery", ("celery[redis]",), "celery", log=print)
+        c = peers.run(exe, "celery_compose_runner.py", [a.jobs, a.steps], timeout=1800)
+        print(f"celery (Redis, solo pool): {a.jobs:,} plain {c['plain']:.2f} s; chord "
+              f"{c['chord']:.2f} s = {c['chord'] / c['plain']:.2f}x; one at a time "
+              f"{c['singles']:,.0f}/s; chain {c['chain']:,.0f} steps/s = "
+              f"{c['chain'] / c['singles']:.2f}x")
+        print(f"evq against celery: batch {c['chord'] / t_batch:.1f}x as fast, chain "
+              f"{r_chain / c['chain']:.1f}x as fast")
 
 
 if __name__ == "__main__":

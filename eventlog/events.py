@@ -25,8 +25,22 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     job_id: int = 0
 
 
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """The limits of a job's key: at most ``rate`` jobs of ``key`` start in any ``per``
+    seconds, and at most ``concurrency`` are leased or running at once (0: no such limit)."""
+
+    key: str
+    rate: int = 0
+    per: float = 0.0
+    concurrency: int = 0
+
+
 class JobDispatched(Event, frozen=True, tag="JobDispatched"):
-    """(none) -> pending: a new job; ``run_at`` later than ``ts`` makes it delayed."""
+    """(none) -> pending: a new job; ``run_at`` later than ``ts`` makes it delayed.
+
+    ``unique_key`` (with ``unique_for``): no other job of that key is dispatched while this one
+    is unfinished, nor within ``unique_for`` seconds of ``ts``. ``limits``: see :class:`Limits`.
+    """
 
     name: str
     queue: str
@@ -40,6 +54,8 @@ class JobDispatched(Event, frozen=True, tag="JobDispatched"):
     batch_id: str | None = None
     unique_key: str | None = None
     replay_of: str | None = None
+    unique_for: float | None = None
+    limits: Limits | None = None
     workflow_id: str | None = None  # a workflow's (or chain's) job: the group's id
     after: list[int] = []  # jobs that must succeed first: until then it waits (state waiting)
     after_finished: list[int] = []  # jobs that must finish first, whatever their outcome
@@ -124,6 +140,14 @@ class LeaseReleased(Event, frozen=True, tag="LeaseReleased"):
     attempt: int
 
 
+class JobHeld(Event, frozen=True, tag="JobHeld"):
+    """pending -> pending, claimable from ``run_at``: a claim found the job's rate limit used
+    up (``reason``) and put it off until a slot frees."""
+
+    run_at: float
+    reason: str = ""
+
+
 class JobCancelled(Event, frozen=True, tag="JobCancelled"):
     """pending/waiting -> cancelled (a waiting job: a job it waited for failed)."""
 
@@ -157,6 +181,7 @@ class Callback(msgspec.Struct, frozen=True, kw_only=True):
     tries: int = 1
     backoff: list[float] = []
     timeout: float | None = None
+    limits: Limits | None = None
 
 
 class GroupCreated(Event, frozen=True):
@@ -227,6 +252,7 @@ AnyEvent = (
     | JobRetryScheduled
     | JobDead
     | LeaseReleased
+    | JobHeld
     | JobCancelled
     | JobReleased
     | JobRequeued

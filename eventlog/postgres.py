@@ -11,10 +11,14 @@ the rows a transaction changes, deciding its events) still runs at once in many 
 
 Locks, in the one order that cannot deadlock: every write transaction starts with ``jobs`` in
 ROW EXCLUSIVE mode, then locks the rows it changes (claims and expiries ``FOR UPDATE SKIP
-LOCKED``: a row another worker is taking is left to it), then the append lock; after it, it
-writes only rows it holds or rows that only holders of the append lock write (counts, minutes,
-workers, new jobs). :meth:`PostgresLog.exclusive` (rebuilds, verification) takes ``jobs`` in
-EXCLUSIVE mode first, so it waits for the writers that started before it and keeps out the rest.
+LOCKED``: a row another worker is taking is left to it), then the limit keys of the jobs a claim
+takes (:meth:`PostgresLog.lock_keys`: advisory locks in ascending order, a key out of order only
+tried), then the append lock; after it, it writes only rows it holds or rows that only holders
+of the append lock write (counts, minutes, workers, uniques, new jobs). A dispatch of unique
+jobs reads ``uniques`` after the append lock: every writer of ``uniques`` and of job states
+holds that lock until it commits, so what the dispatch read stays true until it commits.
+:meth:`PostgresLog.exclusive` (rebuilds, verification) takes ``jobs`` in EXCLUSIVE mode first,
+so it waits for the writers that started before it and keeps out the rest.
 
 Wake-ups: a transaction that makes work ready sends ``NOTIFY`` with the queue's name, delivered
 at commit; idle workers ``LISTEN`` on their own connection (:class:`PgSignals`).
@@ -155,6 +159,7 @@ class PostgresLog(SqlLog):
         self._in_tx = False
         self._writing = False
         self._append_locked = False
+        self._keys_locked: set[str] = set()
         self._signals: PgSignals | None = None
         with self.lock:
             self._connection()
@@ -229,17 +234,18 @@ class PostgresLog(SqlLog):
                 return
             conn = self._run(lambda c: c)
             self._in_tx, self._writing, self._append_locked = True, writing, False
+            self._keys_locked = set()
             self._begun()
             try:
                 with conn.pipeline() if writing and _PIPELINE else contextlib.nullcontext():
                     for statement in begin:
                         conn.execute(statement)
                     yield conn
-                    if self._woken:
+                    if self._commit.woken:
                         conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
-                                     (self.channel, sorted(self._woken)))
+                                     (self.channel, sorted(self._commit.woken)))
                     conn.execute("COMMIT")
-                woken = self._woken
+                commit = self._commit
             except BaseException as exc:
                 error = self._failed(exc) if isinstance(exc, psycopg.Error) else exc
                 if self._conn is not None and not self._conn.broken:
@@ -252,7 +258,7 @@ class PostgresLog(SqlLog):
                 raise error from None
             finally:
                 self._in_tx = self._writing = self._append_locked = False
-        self._committed(woken)
+        self._committed(commit)
 
     def transaction(self) -> Any:
         return self._tx("BEGIN", "LOCK TABLE jobs IN ROW EXCLUSIVE MODE")
@@ -268,6 +274,21 @@ class PostgresLog(SqlLog):
         if not self._append_locked:
             self._run(lambda c: c.execute("SELECT pg_advisory_xact_lock(%s)", (self._append_key,)))
             self._append_locked = True
+
+    def read_after_lock(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """The lock and the read sent together: in pipeline mode the lock's answer is not
+        awaited apart (the server runs the read once it has the lock)."""
+        if self._append_locked:
+            return self.execute(sql, params)
+        statement = _statement(sql)[0]
+
+        def run(c: Any) -> list[tuple]:
+            c.execute("SELECT pg_advisory_xact_lock(%s)", (self._append_key,))
+            return c.execute(statement, params).fetchall()
+
+        rows = self._run(run)
+        self._append_locked = True
+        return rows
 
     def row_lock(self, *, skip_locked: bool = False) -> str:
         if not (self._in_tx and self._writing):
@@ -318,6 +339,22 @@ class PostgresLog(SqlLog):
         cols = ", ".join(f"{c} {_TYPES[t]}" for c, t in columns.items())
         self.run_script(f"CREATE TABLE IF NOT EXISTS {name} ({cols}, "
                         f"PRIMARY KEY ({', '.join(pk)}))")
+
+    def lock_keys(self, keys: Iterable[str]) -> set[str]:
+        """Transaction-scoped advisory locks, taken in ascending order of key: a key below one
+        this transaction holds already is only tried (a wait out of order could deadlock), and
+        given back among those not locked if another transaction holds it."""
+        missed = set()
+        for key in sorted(set(keys) - self._keys_locked):
+            in_order = not self._keys_locked or key > max(self._keys_locked)
+            lock = "pg_advisory_xact_lock" if in_order else "pg_try_advisory_xact_lock"
+            got = self.execute(f"SELECT {lock}(?)",
+                               (_key(f"evq limit {self.schema or 'public'} {key}"),))[0][0]
+            if got is False:
+                missed.add(key)
+            else:
+                self._keys_locked.add(key)
+        return missed
 
     # -- schema --------------------------------------------------------------------------------
 

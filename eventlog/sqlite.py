@@ -36,6 +36,7 @@ _T = TypeVar("_T")
 WAL_CHECKPOINT_PAGES = 10_000
 
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_TYPES = {int: "INTEGER", float: "FLOAT", str: "TEXT"}  # as sqlite-utils makes columns
 
 
 CHECK_HINT = "check it with: sqlite3 {path} 'PRAGMA integrity_check'"
@@ -185,7 +186,7 @@ class SqliteLog(SqlLog):
             try:
                 yield self.conn
                 self.conn.execute("COMMIT")
-                woken = self._woken
+                commit = self._commit
             except BaseException as exc:
                 self._in_tx = False
                 error = self._abort(exc)
@@ -195,7 +196,7 @@ class SqliteLog(SqlLog):
                 raise error from None
             finally:
                 self._in_tx = False
-        self._committed(woken)
+        self._committed(commit)
 
     def exclusive(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction: SQLite's write lock already keeps every other writer out."""

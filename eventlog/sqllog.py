@@ -22,7 +22,8 @@ from .errors import DecodeError, EvqError, StoreError
 from .events import Event, JobDispatched
 
 SCHEMA_VERSION = 5  # 2: the workers table; 3: the minutes table; 4: workers.names;
-# 5: groups and deps, jobs.workflow_id/after/callback_of, counts.waiting
+# 5: groups and deps, jobs.workflow_id/after/callback_of, counts.waiting; consumers; the uniques
+# table, and the limits of jobs (limit_key, rate_limit, rate_per, concurrency_limit)
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index
 # of events by job (one page less per dispatch); reads by job look it up by position instead.
@@ -103,6 +104,18 @@ class Signals(Protocol):
         """Call ``on_change`` soon after any commit (for viewers that follow the log)."""
 
 
+class Commit:
+    """What a write transaction said of itself, for the listeners of its commit: the queues in
+    which it made work ready, whether it appended, and its notes."""
+
+    __slots__ = ("appended", "notes", "woken")
+
+    def __init__(self) -> None:
+        self.appended = False
+        self.woken: set[str] = set()
+        self.notes: list[Any] = []
+
+
 class SqlLog:
     """The log's rules on top of a store's statements and transactions (see the module)."""
 
@@ -110,9 +123,8 @@ class SqlLog:
     name = ""  # what messages call the store (a file's path, a server's URL without password)
 
     def __init__(self) -> None:
-        self._appended = False
-        self._woken: set[str] = set()
-        self._on_commit: list[Callable[[set[str]], None]] = []
+        self._commit = Commit()
+        self._on_commit: list[Callable[[Commit], None]] = []
 
     # -- what each store supplies --------------------------------------------------------------
 
@@ -154,6 +166,11 @@ class SqlLog:
         """Create a table of these columns (of Python types int, float, str) if it is missing."""
         raise NotImplementedError
 
+    def lock_keys(self, keys: Iterable[str]) -> set[str]:
+        """Inside a write transaction: lock these keys against other writers until it ends
+        (where writers run at once). Returns the keys it could not lock (see the stores)."""
+        return set()
+
     def migrate(self, create_tables: Callable[[int], None], *, upgrade: bool = True) -> int:
         """Create the log and, by ``create_tables`` (given the version found), the tables that
         are missing; refuse newer schemas, and with ``upgrade`` False, older ones. Returns the
@@ -192,6 +209,12 @@ class SqlLog:
         """Inside a write transaction: wait until no other transaction can append before this
         one commits (where writers run at once). Appends call it before taking positions."""
 
+    def read_after_lock(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Inside a write transaction: :meth:`lock_appends`, then run the read ``sql`` (in one
+        round trip to a server, where the store can)."""
+        self.lock_appends()
+        return self.execute(sql, params)
+
     def _check_version(self, version: int, *, upgrade: bool) -> None:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.name} has schema version {version}; this evq knows "
@@ -202,24 +225,28 @@ class SqlLog:
 
     # -- commits -------------------------------------------------------------------------------
 
-    def on_commit(self, listener: Callable[[set[str]], None]) -> Callable[[], None]:
-        """Call ``listener`` after each write transaction of this process commits, with the
-        queues in which it made work ready; returns the function that stops it."""
+    def on_commit(self, listener: Callable[[Commit], None]) -> Callable[[], None]:
+        """Call ``listener`` after each write transaction of this process that appended events
+        commits, with what it said of itself; returns the function that stops it."""
         self._on_commit.append(listener)
         return lambda: self._on_commit.remove(listener)
 
     def wake_after_commit(self, queues: Iterable[str]) -> None:
         """Inside a transaction: say that it makes work ready in ``queues``."""
-        self._woken.update(queues)
+        self._commit.woken.update(queues)
+
+    def note(self, items: Iterable[Any]) -> None:
+        """Inside a transaction: hand ``items`` to the listeners of its commit (dropped if it
+        rolls back)."""
+        self._commit.notes.extend(items)
 
     def _begun(self) -> None:
-        self._appended = False
-        self._woken = set()
+        self._commit = Commit()
 
-    def _committed(self, woken: set[str]) -> None:
-        if self._appended:
+    def _committed(self, commit: Commit) -> None:
+        if commit.appended:
             for listener in self._on_commit:
-                listener(woken)
+                listener(commit)
 
     # -- the log -------------------------------------------------------------------------------
 
@@ -244,7 +271,7 @@ class SqlLog:
             rows.append((seq, e.ts, e.__struct_config__.tag, e.job_id, q, encode(e).decode()))
         self.executemany("INSERT INTO events(seq, ts, type, job_id, queue, body) "
                          "VALUES (?, ?, ?, ?, ?, ?)", rows)
-        self._appended = self._appended or bool(rows)
+        self._commit.appended = self._commit.appended or bool(rows)
         return records
 
     def read(self, *, since: int = 0, until: int | None = None, job_id: int | None = None,

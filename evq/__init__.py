@@ -35,8 +35,12 @@ from evq.eventlog.errors import (
 if TYPE_CHECKING:
     from evq.api import Queue, connect, default_queue, use
     from evq.compose import Batch, Chain, Node, Workflow, batch, chain, workflow
+    from evq.hooks import QueueEvent, on
     from evq.jobs import FunctionJob, Job, job
+    from evq.limits import RateLimit
+    from evq.notifications import notify
     from evq.projections.model import JobRow
+    from evq.subscribers import Subscription, subscribe
     from evq.workers.worker import Worker
 
 # The rest of the API is imported on first use, so that importing a part of evq (the event types
@@ -47,7 +51,10 @@ _LAZY = {
     "JobRow": "evq.projections.model", "Worker": "evq.workers.worker",
     "Batch": "evq.compose", "Chain": "evq.compose", "Node": "evq.compose",
     "Workflow": "evq.compose", "batch": "evq.compose", "chain": "evq.compose",
-    "workflow": "evq.compose",
+    "workflow": "evq.compose", "QueueEvent": "evq.hooks", "on": "evq.hooks",
+    "Subscription": "evq.subscribers", "subscribe": "evq.subscribers",
+    "notify": "evq.notifications",
+    "RateLimit": "evq.limits",
 }
 
 
@@ -76,11 +83,14 @@ __all__ = [
     "Node",
     "NotFound",
     "Queue",
+    "QueueEvent",
+    "RateLimit",
     "StoreBusy",
     "StoreCorrupt",
     "StoreError",
     "StoreFull",
     "StoreMissing",
+    "Subscription",
     "UnknownJob",
     "Worker",
     "Workflow",
@@ -89,6 +99,9 @@ __all__ = [
     "connect",
     "default_queue",
     "job",
+    "notify",
+    "on",
+    "subscribe",
     "use",
     "workflow",
 ]

@@ -9,9 +9,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
+from msgspec.structs import replace
 
 from evq.eventlog import archive
 from evq.eventlog.codec import Record
@@ -30,7 +31,7 @@ from evq.projections.store import Store, open_store
 from evq.workers import registry
 from evq.workers.retry import backoff_schedule
 
-from . import health, sync
+from . import health, hooks, limits, sync
 from .jobs import LATEST_TIME, Job, check_int, check_payload, check_queue, validated_payload
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from evq.workers.worker import Worker
 
     from .compose import Batch, Chain, Workflow
+    from .subscribers import Handler, Subscription
 
 DEFAULT_URL = "sqlite:///evq.db"
 
@@ -96,6 +98,7 @@ class Queue:
         self._commits = threading.Condition()  # notified after each commit (see wait_for)
         self._seen_commits = 0
         self._watch: Any = None
+        store.observe(hooks.emit)
 
     @property
     def url(self) -> str:
@@ -117,24 +120,30 @@ class Queue:
                  at: datetime | float | None = None, queue: str | None = None,
                  priority: int | None = None) -> int:
         """Queue ``job``; returns its id. ``delay`` (seconds) or ``at`` (a time) defer it."""
-        event = self._dispatched(job, time.time(), delay, at, queue, priority)
-        return self._append_dispatches([event])[0]
+        now = time.time()
+        return self._append_dispatches([self._dispatched(job, now, delay, at, queue, priority)],
+                                       now)[0]
 
     def dispatch_many(self, jobs: Iterable[Job], *, delay: float | timedelta | None = None,
                       at: datetime | float | None = None, queue: str | None = None,
                       priority: int | None = None) -> list[int]:
-        """Queue many jobs in one transaction: all of them or none. Returns their ids."""
+        """Queue many jobs in one transaction: all of them or none. Returns their ids (a unique
+        job's duplicates, here or already queued, get the id of the first)."""
         now = time.time()
         events = [self._dispatched(j, now, delay, at, queue, priority) for j in jobs]
-        return self._append_dispatches(events) if events else []
+        return self._append_dispatches(events, now) if events else []
 
-    def _append_dispatches(self, events: Sequence[Event]) -> list[int]:
-        """Append dispatches (jobs, a group's creation); returns their positions (the ids).
-        Every dispatch goes through here: under ``evq.testing.fake()`` it is recorded instead."""
+    def _append_dispatches(self, events: Sequence[Event], now: float | None = None) -> list[int]:
+        """Append dispatches; returns their ids. New jobs at ``now`` go through the store's
+        check of unique keys (a duplicate gets the id of the first); without ``now`` the events
+        are appended as they are (a group's creation and its jobs). Every dispatch goes through
+        here: under ``evq.testing.fake()`` it is recorded instead."""
         recorder = _recorder
         if recorder is not None:
             return recorder(events)
-        return [r.seq for r in self.store.append(events)]
+        if now is None:
+            return [r.seq for r in self.store.append(events)]
+        return self.store.dispatch(cast(Sequence[JobDispatched], events), now)
 
     def dispatch_if(self, condition: Any, job: Job, **options: Any) -> int | None:
         """Dispatch only if ``condition`` is true."""
@@ -162,7 +171,8 @@ class Queue:
     def _dispatch_here(self, job: Job) -> tuple[JobRow, Outcome]:
         """Dispatch ``job`` (to the store, even under ``evq.testing.fake()``) and run it in
         this thread; returns its final row and its last attempt's outcome."""
-        event = self._dispatched(job, time.time(), None, None, None, None)
+        event = replace(self._dispatched(job, time.time(), None, None, None, None),
+                        unique_key=None, limits=None)  # it runs here and now, whatever else
         with self.store.log.transaction():  # started with its dispatch: no worker can claim it
             row = sync.start(self.store, self.store.append([event])[0].seq)
         assert row is not None  # just dispatched: pending
@@ -205,7 +215,9 @@ class Queue:
             payload=msgspec.Raw(validated_payload(job)),
             priority=cls.priority if priority is None else priority,
             run_at=run_at(now, delay, at), tries=cls.tries, backoff=_backoff(cls),
-            timeout=cls.timeout)
+            timeout=cls.timeout,
+            unique_key=None if cls.unique_for is None else limits.unique_key(job),
+            unique_for=cls.unique_for, limits=limits.limits(job))
 
     # -- composing -----------------------------------------------------------------------------
 
@@ -241,6 +253,14 @@ class Queue:
         rows = self.store.groups.find(kind, limit)
         return [{k: v for k, v in group_status(self, r.id).items() if k != "jobs"}
                 for r in rows]
+
+    def subscribe(self, name: str, fn: Handler, *, types: Sequence[str] = (), since: int = 0,
+                  batch: int = 500, lease: float = 30.0) -> Subscription:
+        """A durable subscriber of this store's log, started (see :mod:`evq.subscribers`)."""
+        from .subscribers import subscribe
+
+        return subscribe(name, fn, types=types, since=since, batch=batch, lease=lease,
+                         queue=self)
 
     # -- results -------------------------------------------------------------------------------
 

@@ -112,10 +112,10 @@ class _Group:
         """The fields of the group's creation event."""
         callbacks = []
         for on, job in self._callbacks:
-            e = q._dispatched(job, now, None, None, None, None)
+            e = _member(q, job, now)
             callbacks.append(Callback(on=on, name=e.name, queue=e.queue, payload=e.payload,
                                       priority=e.priority, tries=e.tries, backoff=e.backoff,
-                                      timeout=e.timeout))
+                                      timeout=e.timeout, limits=e.limits))
         return {"ts": now, "total": total, "name": self.name, "callbacks": callbacks}
 
     def _append(self, created: GroupCreated, layers: Iterable[Any]) -> None:
@@ -150,6 +150,13 @@ class _Group:
     async def await_done(self, timeout: float | None = None) -> dict[str, Any]:
         """:meth:`wait`, without blocking the event loop."""
         return await asyncio.to_thread(self.wait, timeout)
+
+
+def _member(q: Queue, job: Job, now: float) -> JobDispatched:
+    """The dispatch of a group's job (or callback): a group runs every job it was given, so
+    ``unique_for`` does not apply (its limits do)."""
+    return replace(q._dispatched(job, now, None, None, None, None), unique_key=None,
+                   unique_for=None)
 
 
 def _finished(row: GroupRow | None) -> bool:
@@ -201,7 +208,7 @@ class Workflow(_Group):
         q = self.queue
         layers = _layers(self.nodes)
         now = time.time()
-        first = {n: q._dispatched(n.job, now, None, None, None, None) for n in self.nodes}
+        first = {n: _member(q, n.job, now) for n in self.nodes}
         created = WorkflowCreated(**self._created(q, now, len(self.nodes)), kind=self.kind)
 
         def build(layer: list[Node]) -> _Layer:
@@ -289,7 +296,7 @@ class Batch(_Group):
             raise InvalidArguments("a batch needs at least one job")
         q = self.queue
         now = time.time()
-        events = [q._dispatched(j, now, None, None, None, None) for j in self.jobs]
+        events = [_member(q, j, now) for j in self.jobs]
         created = BatchCreated(**self._created(q, now, len(events)),
                                allow_failures=self._allow_failures)
         targets = [_Id() for _ in events]

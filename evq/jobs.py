@@ -16,6 +16,9 @@ from evq.eventlog.errors import ConfigError, InvalidArguments
 from evq.workers import registry
 from evq.workers.retry import BackoffSpec, backoff_schedule
 
+from . import limits
+from .limits import Key, RateLimit, is_int, is_number
+
 
 class _JobMeta(msgspec.StructMeta):
     """Makes a job built with missing or unknown arguments raise ``InvalidArguments`` (naming
@@ -31,7 +34,9 @@ class _JobMeta(msgspec.StructMeta):
 class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     """Base of every job type. Fields are the job's typed arguments; class attributes configure
     it: ``queue``, ``tries`` (total attempts), ``backoff``, ``timeout`` (seconds or None),
-    ``priority`` (higher first) and ``job_name`` (defaults to the class name)."""
+    ``priority`` (higher first), ``job_name`` (defaults to the class name), ``unique_for``
+    (seconds: see :meth:`unique_key`), ``rate_limit`` (an :class:`evq.RateLimit`),
+    ``concurrency_limit`` and ``concurrency_key`` (see the README)."""
 
     job_name: ClassVar[str] = ""
     queue: ClassVar[str] = "default"
@@ -40,6 +45,10 @@ class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     backoff_base: ClassVar[float] = 1.0
     timeout: ClassVar[float | None] = None
     priority: ClassVar[int] = 0
+    unique_for: ClassVar[float | None] = None
+    rate_limit: ClassVar[RateLimit | None] = None
+    concurrency_limit: ClassVar[int | None] = None
+    concurrency_key: ClassVar[Key] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -47,6 +56,12 @@ class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
             cls.job_name = cls.__name__
         check_settings(cls)
         registry.register(cls.job_name, cls)
+
+    def unique_key(self) -> str:
+        """With ``unique_for`` set: a dispatch of a job whose key is held (by an unfinished job,
+        or one dispatched less than ``unique_for`` seconds ago) returns that job's id instead.
+        Default: the job's name and its arguments as canonical JSON."""
+        return f"{self.job_name}:{msgspec.json.encode(self, order='sorted').decode()}"
 
     def handle(self) -> Any:
         """The work. May be ``async def``. Its return value is kept as the job's result."""
@@ -87,13 +102,14 @@ def check_settings(cls: type[Job]) -> None:
         check_int(cls.priority, f"{where}: priority")
     except InvalidArguments as exc:
         raise ConfigError(str(exc)) from None
-    if not _is_int(cls.tries) or cls.tries < 1:
+    if not is_int(cls.tries) or cls.tries < 1:
         raise ConfigError(f"{where}: tries must be an integer of at least 1, not {cls.tries!r}")
     timeout = cls.timeout
-    if timeout is not None and not (_is_number(timeout) and 0 < timeout < math.inf):
+    if timeout is not None and not (is_number(timeout) and 0 < timeout < math.inf):
         raise ConfigError(f"{where}: timeout must be a positive number of seconds or None, "
                           f"not {timeout!r}")
     backoff_schedule(cls.backoff, cls.tries, cls.backoff_base)
+    limits.check(cls, where)
 
 
 def check_name(name: object, what: str) -> None:
@@ -110,16 +126,8 @@ def check_queue(queue: object, where: str) -> None:
 
 
 def check_int(value: object, what: str) -> None:
-    if not _is_int(value) or not PRIORITY_RANGE[0] <= value <= PRIORITY_RANGE[1]:  # type: ignore[operator]
+    if not is_int(value) or not PRIORITY_RANGE[0] <= value <= PRIORITY_RANGE[1]:  # type: ignore[operator]
         raise InvalidArguments(f"{what} must be an integer of 64 bits, not {value!r}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def validated_payload(job: Job) -> bytes:
@@ -179,7 +187,9 @@ def _why(exc: BaseException) -> str:
 
 def job(_fn: Callable[..., Any] | None = None, *, name: str | None = None,
         queue: str = "default", tries: int = 1, backoff: BackoffSpec = 0,
-        backoff_base: float = 1.0, timeout: float | None = None, priority: int = 0) -> Any:
+        backoff_base: float = 1.0, timeout: float | None = None, priority: int = 0,
+        unique_for: float | None = None, rate_limit: RateLimit | None = None,
+        concurrency_limit: int | None = None, concurrency_key: Key = None) -> Any:
     """Make a plain function a job type: ``fn.dispatch(*args, **kw)`` queues a call to it.
 
     The function's annotated parameters become the job's typed fields; calling the function
@@ -205,7 +215,9 @@ def job(_fn: Callable[..., Any] | None = None, *, name: str | None = None,
             "__annotations__": annotations, **defaults, "__module__": fn.__module__,
             "__qualname__": fn.__qualname__, "job_name": name or fn.__name__, "queue": queue,
             "tries": tries, "backoff": backoff, "backoff_base": backoff_base,
-            "timeout": timeout, "priority": priority,
+            "timeout": timeout, "priority": priority, "unique_for": unique_for,
+            "rate_limit": rate_limit, "concurrency_limit": concurrency_limit,
+            "concurrency_key": concurrency_key,
             "handle": ahandle if is_async else handle}, kw_only=True)
         return FunctionJob(fn, cast(type[Job], cls))
 

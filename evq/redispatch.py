@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from evq.eventlog.events import JobDispatched
+from evq.eventlog.events import JobDispatched, Limits
 from evq.eventlog.sqllog import Where
 from evq.projections.model import JOB_COLUMNS, JobRow
 from evq.projections.store import Store
@@ -27,12 +27,16 @@ def matching(store: Store, *, states: Sequence[str] = (), name: str | None = Non
 
 
 def again(row: JobRow, now: float) -> JobDispatched:
-    """A new job with the original's name, queue, arguments and settings, ready now."""
+    """A new job with the original's name, queue, arguments and settings (its limits too, not
+    its unique key: an operator asked for it), ready now."""
+    limits = None if row.limit_key is None else Limits(
+        key=row.limit_key, rate=row.rate_limit or 0, per=row.rate_per or 0.0,
+        concurrency=row.concurrency_limit or 0)
     return JobDispatched(
         ts=now, name=row.name, queue=row.queue, payload=msgspec.Raw(row.payload.encode()),
         priority=row.priority, run_at=now, tries=row.tries,
         backoff=msgspec.json.decode(row.backoff), timeout=row.timeout,
-        replay_of=str(row.id))
+        replay_of=str(row.id), limits=limits)
 
 
 def redispatch(store: Store, rows: Sequence[JobRow], *, now: float | None = None) -> list[int]:

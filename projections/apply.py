@@ -22,6 +22,7 @@ from evq.eventlog.events import (
     JobDead,
     JobDispatched,
     JobFailed,
+    JobHeld,
     JobLeased,
     JobPurged,
     JobReleased,
@@ -53,6 +54,7 @@ from .model import (
     WAITING,
     GroupRow,
     JobRow,
+    UniqueRow,
     WorkerRow,
 )
 
@@ -78,6 +80,7 @@ _REMOVED = JobRow(0, "", "", "", 0, 0.0, "", 0, "", None, 0.0)
 
 def _dispatched(e: JobDispatched, seq: int) -> JobRow:
     after = [[i, False] for i in e.after] + [[i, True] for i in e.after_finished]
+    limits = e.limits
     return JobRow(
         id=e.job_id, name=e.name, queue=e.queue, state=WAITING if after else PENDING,
         priority=e.priority,
@@ -86,6 +89,9 @@ def _dispatched(e: JobDispatched, seq: int) -> JobRow:
         batch_id=e.batch_id, unique_key=e.unique_key, replay_of=e.replay_of,
         workflow_id=e.workflow_id, after=json_text(after) if after else None,
         callback_of=e.callback_of, last_seq=seq,
+        **({} if limits is None else {
+            "limit_key": limits.key, "rate_limit": limits.rate or None,
+            "rate_per": limits.per or None, "concurrency_limit": limits.concurrency or None}),
     )
 
 
@@ -130,6 +136,8 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
             return replace(row, state=FAILED, finished_at=event.ts, lease_expires=None)
         case LeaseReleased() if held and row.state == LEASED:
             return replace(row, state=PENDING, worker=None, lease_expires=None)
+        case JobHeld() if row.state == PENDING:
+            return replace(row, run_at=event.run_at)
         case JobCancelled() if row.state in (PENDING, WAITING):
             return replace(row, state=CANCELLED, finished_at=event.ts, error=event.reason or None)
         case JobReleased() if row.state == WAITING:
@@ -211,10 +219,13 @@ _PER_MINUTE = ("successes", "failures", "timed_out")
 
 
 class Deltas:
-    """Increments of the ``counts`` and ``minutes`` tables, gathered over the events of one
+    """Increments of the ``counts`` and ``minutes`` tables, and the rows of ``uniques`` set
+    and removed (with the job that held the key), gathered over the events of one
     transaction."""
 
     def __init__(self) -> None:
+        self.uniques: dict[str, UniqueRow] = {}
+        self.unique_gone: list[tuple[str, int]] = []
         self.counts: defaultdict[tuple[str, str], defaultdict[str, float]] = defaultdict(
             lambda: defaultdict(int))
         self.minutes: defaultdict[tuple[int, str, str], defaultdict[str, float]] = defaultdict(
@@ -242,6 +253,11 @@ class Deltas:
             totals = ()  # a lease lost before its job started is not a failed attempt
         for total in totals:
             c[total] += 1
+        if new is None and row.unique_key is not None:  # purged: its key goes with it
+            self.unique_gone.append((row.unique_key, row.id))
+        if isinstance(event, JobDispatched) and event.unique_key is not None:
+            until = event.ts + (event.unique_for or 0.0)
+            self.uniques[event.unique_key] = UniqueRow(event.unique_key, row.id, until)
         if type(event) is JobStarted:
             c["total_wait"] += row.wait or 0.0
         elif type(event) is JobSucceeded:

@@ -53,5 +53,5 @@ def callbacks(before: GroupRow, after: GroupRow, now: float) -> list[JobDispatch
         return []
     return [JobDispatched(ts=now, name=c.name, queue=c.queue, payload=c.payload,
                           priority=c.priority, run_at=now, tries=c.tries, backoff=c.backoff,
-                          timeout=c.timeout, callback_of=f"{after.id}:{c.on}")
+                          timeout=c.timeout, limits=c.limits, callback_of=f"{after.id}:{c.on}")
             for c in _callbacks.decode(after.callbacks) if c.on in due]

@@ -51,6 +51,10 @@ class JobRow(msgspec.Struct, frozen=True):
     workflow_id: str | None = None
     after: str | None = None  # JSON [[job id, ignore its failure], ...]: what it waits for
     callback_of: str | None = None  # "<group id>:<on>" for a group's callback job
+    limit_key: str | None = None  # the key whose limits the job shares with others
+    rate_limit: int | None = None  # at most this many jobs of limit_key start...
+    rate_per: float | None = None  # ...in any window of this many seconds
+    concurrency_limit: int | None = None  # at most this many leased or running at once
     last_seq: int = 0
 
 
@@ -179,6 +183,15 @@ class GroupRow(msgspec.Struct, frozen=True):
         return "succeeded" if not self.failed + self.cancelled else "finished"
 
 
+class UniqueRow(msgspec.Struct, frozen=True):
+    """The ``uniques`` table: the latest job dispatched with each unique key. The key is taken
+    while that job is unfinished, and until ``until`` (its dispatch plus ``unique_for``)."""
+
+    key: str
+    job_id: int
+    until: float
+
+
 JOB_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobRow))
 QUEUE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(QueueCounts))
 TYPE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobTypeStats))
@@ -187,6 +200,7 @@ MINUTE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(MinuteCounts))
 TYPE_SOURCES = {"succeeded": "successes"}  # job_type_stats columns named otherwise in counts
 WORKER_COLUMNS = tuple(f.name for f in msgspec.structs.fields(WorkerRow))
 GROUP_COLUMNS = tuple(f.name for f in msgspec.structs.fields(GroupRow))
+UNIQUE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(UniqueRow))
 
 
 def malformed(row: JobRow) -> str | None:

@@ -27,6 +27,7 @@ from .model import (
     GROUP_COLUMNS,
     JOB_COLUMNS,
     MINUTE_COLUMNS,
+    UNIQUE_COLUMNS,
     WORKER_COLUMNS,
     JobRow,
 )
@@ -43,7 +44,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
 # The projection tables beside ``jobs`` (counters and the workers), with their columns: what a
 # snapshot holds and a replay rebuilds. A new projection table is added here.
 COUNTER_TABLES = {"counts": COUNT_COLUMNS, "minutes": MINUTE_COLUMNS, "workers": WORKER_COLUMNS,
-                  "groups": GROUP_COLUMNS}
+                  "groups": GROUP_COLUMNS, "uniques": UNIQUE_COLUMNS}
 # Counters a version added after some snapshots were taken: restored as 0 from those.
 _ADDED = {"counts": {"waiting": 0}}
 

@@ -17,22 +17,25 @@ from urllib.parse import parse_qsl, urlsplit
 
 from msgspec.structs import replace
 
+from evq.eventlog import consumers
 from evq.eventlog.codec import Record
 from evq.eventlog.errors import ConfigError
-from evq.eventlog.events import Event
+from evq.eventlog.events import Event, JobDispatched
 from evq.eventlog.sqlite import SqliteLog
-from evq.eventlog.sqllog import SCHEMA_VERSION, SqlLog
+from evq.eventlog.sqllog import SCHEMA_VERSION, Commit, SqlLog
 
 from . import flow
 from .apply import Deltas, apply
 from .groups import GroupTable, dependencies, group_events
-from .model import FINISHED, PENDING, Counts, JobRow, MinuteCounts
+from .limits import Gate
+from .model import FINISHED, HELD, PENDING, Counts, JobRow, MinuteCounts
 from .tables import SqlTables, row_writes
 from .workers import WorkerTable, worker_events
 
 _C = TypeVar("_C", Counts, MinuteCounts)
 Select = Callable[[SqlTables], Iterable[JobRow]]
 Decide = Callable[[JobRow], Sequence[Event]]
+Observer = Callable[[list[tuple[Record, JobRow | None]]], None]
 
 
 class Store:
@@ -51,6 +54,7 @@ class Store:
             self.rebuild()
         self._signals = log.signals()
         self._watches: list[_LocalWatch] = []
+        self._observers: list[Observer] = []
         log.on_commit(self._committed)
 
     @classmethod
@@ -78,12 +82,29 @@ class Store:
                      else self._signals.watch(queues, on_change))
         return Watch(lambda: self._watches.remove(local), files)
 
-    def _committed(self, woken: set[str]) -> None:
+    def observe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer`` after each commit of this process, with the events it appended,
+        each with its job's row (None for events of no job); returns what stops it."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    def _committed(self, commit: Commit) -> None:
+        woken = commit.woken
         for w in list(self._watches):
             if w.queues is None or not w.queues.isdisjoint(woken):
                 w.on_change()
         if woken and self._signals is not None:
             self._signals.announce(woken)
+        if commit.notes:
+            for observer in list(self._observers):
+                observer(commit.notes)
+
+    def _note(self, records: Sequence[Record], *rows: Mapping[int, JobRow]) -> None:
+        """For the observers: each record with its job's row (in the first of ``rows`` that
+        has it)."""
+        if self._observers:
+            self.log.note((r, next((m[r.event.job_id] for m in rows if r.event.job_id in m),
+                                   None)) for r in records)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -108,6 +129,7 @@ class Store:
                 self.tables.bump(ready.deltas)
                 self.log.wake_after_commit(_woken(ready.changed, ready.before))
                 ready.update(held, records[0].seq - 1)  # type: ignore[arg-type]
+                self._note(records, ready.changed, ready.before)
                 self._follow(records, ready.changed, ready.before, ready.deltas, {})
                 return records
             rows: dict[int, JobRow] = {}
@@ -120,26 +142,63 @@ class Store:
                     held.pop(job_id, None)
         return records
 
+    def dispatch(self, events: Sequence[JobDispatched], now: float) -> list[int]:
+        """Append new jobs; returns their ids. A job whose ``unique_key`` is taken at ``now``
+        (see :meth:`SqlTables.unique_holders`), or by an earlier job of ``events``, is not
+        appended: its id is the holder's."""
+        keys = sorted({e.unique_key for e in events if e.unique_key is not None})
+        if not keys:
+            return [r.seq for r in self.append(events)]
+        with self.log.transaction():
+            holders = self.tables.unique_holders(keys, now)
+            new: list[JobDispatched] = []
+            slots: list[int | str] = []  # per event: its index in new, or the key it gets
+            firsts: dict[str, int] = {}
+            for e in events:
+                key = e.unique_key
+                if key is not None and (key in holders or key in firsts):
+                    slots.append(key)
+                    continue
+                if key is not None:
+                    firsts[key] = len(new)
+                slots.append(len(new))
+                new.append(e)
+            records = self._record(new, {}) if new else []
+        holders.update((key, records[i].seq) for key, i in firsts.items())
+        return [records[s].seq if isinstance(s, int) else holders[s] for s in slots]
+
     # -- named operations: each one transaction that picks jobs and appends events for them ----
 
     def claim(self, queues: Sequence[str], now: float, limit: int, lease: Decide,
               names: Sequence[str] | None = None) -> list[JobRow]:
         """Lease up to ``limit`` jobs of ``queues`` that are ready at ``now`` (an earlier queue
         first; within a queue by priority, then dispatch order), of the job types ``names``
-        only if given: ``lease`` gives each picked row's events (its ``JobLeased``). Returns
-        the rows as leased."""
+        only if given: ``lease`` gives each picked row's events (its ``JobLeased``). Jobs over
+        their limits are held back (see :mod:`.limits`). Returns the rows as leased."""
         if names is not None and not names:
             return []
-
-        def ready(tables: SqlTables) -> list[JobRow]:
-            got: list[JobRow] = []
+        with self.log.transaction():
+            gate = Gate(self.tables, now)
+            picked: list[JobRow] = []
             for q in queues:
-                got += tables.ready(q, now, limit - len(got), names)
-                if len(got) >= limit:
+                taken: list[int] = []  # of this queue: rows leased below, still pending
+                while len(picked) < limit:
+                    want = limit - len(picked)
+                    got = self.tables.ready(q, now, want, names, skip_keys=sorted(gate.full),
+                                            skip_ids=taken)
+                    admitted = (gate.admit(got) if any(r.limit_key is not None for r in got)
+                                else got)
+                    picked += admitted
+                    if len(got) < want or len(admitted) == len(got):
+                        break  # the queue has no more, or none was held back
+                    taken += (r.id for r in admitted)
+                if len(picked) >= limit:
                     break
-            return got
-
-        return self._transact(ready, lease)
+            rows = {r.id: r for r in (*gate.held, *picked)}
+            events = [*gate.holds, *(e for r in picked for e in lease(r))]
+            if events:
+                self._record(events, rows)
+            return [rows.get(r.id, r) for r in picked]
 
     def settle_expired(self, now: float, settle: Decide, limit: int = 1000) -> list[JobRow]:
         """For up to ``limit`` held jobs whose lease ran out before ``now``, append the events
@@ -186,6 +245,7 @@ class Store:
         self.tables.bump(deltas)
         self.log.wake_after_commit(_woken(changed, before))
         self.workers.record(worker_events(records))
+        self._note(records, rows, before)
         self._follow(records, changed, before, deltas, rows)
         return records
 
@@ -248,7 +308,9 @@ class Store:
                                  ("minute", _nonzero(mine[2], 3), _nonzero(theirs[2], 3),
                                   ("minute", "queue", "name")),
                                  ("worker", self.workers.all(), other.workers.all(), ("name",)),
-                                 ("group", self.groups.all(), other.groups.all(), ("id",))):
+                                 ("group", self.groups.all(), other.groups.all(), ("id",)),
+                                 ("unique", self.tables.uniques(), other.tables.uniques(),
+                                  ("key",))):
             left = {tuple(getattr(r, k) for k in key): r for r in a}
             right = {tuple(getattr(r, k) for k in key): r for r in b}
             for k in sorted(left.keys() | right.keys()):
@@ -278,6 +340,7 @@ def _create_tables(log: SqlLog) -> Callable[[int], None]:
         SqlTables.create(log)
         WorkerTable.create(log)
         GroupTable.create(log)
+        consumers.create(log)
 
     return create
 
@@ -330,12 +393,16 @@ def _apply_all(records: Iterable[Record], rows: dict[int, JobRow],
 
 
 def _woken(changed: dict[int, JobRow], before: Mapping[int, JobRow]) -> set[str]:
-    """The queues in which these changes made a job ready, or due sooner."""
+    """The queues in which these changes made a job ready, or due sooner, or freed a slot of a
+    concurrency limit."""
     out: set[str] = set()
     for job_id, row in changed.items():
         old = before.get(job_id)
-        if row.state == PENDING and (old is None or old.state != PENDING
-                                     or row.run_at < old.run_at):
+        ready = row.state == PENDING and (old is None or old.state != PENDING
+                                          or row.run_at < old.run_at)
+        freed = (row.concurrency_limit and old is not None and old.state in HELD
+                 and row.state not in HELD)  # a slot of its limit key
+        if ready or freed:
             out.add(row.queue)
     return out
 

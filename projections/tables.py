@@ -26,11 +26,13 @@ from .model import (
     QUEUE_COLUMNS,
     TYPE_COLUMNS,
     TYPE_SOURCES,
+    UNIQUE_COLUMNS,
     Counts,
     JobRow,
     JobTypeStats,
     MinuteCounts,
     QueueCounts,
+    UniqueRow,
 )
 from .snapshot import SNAPSHOTS_DDL
 
@@ -44,8 +46,20 @@ READY = f"state = '{PENDING}'"
 DELAYED = f"state = '{PENDING}' AND run_at > dispatched_at"  # dispatched with a delay, or a retry
 HELD_NOW = f"state IN ({', '.join(repr(s) for s in HELD)})"
 STOPPED = f"state IN ('{FAILED}', '{CANCELLED}')"
+LIMITED = "limit_key IS NOT NULL"
+LIMITED_HELD = f"{LIMITED} AND {HELD_NOW}"
+UNFINISHED = f"state IN ('{PENDING}', {', '.join(repr(s) for s in HELD)})"
 
 LINKS_INDEX = "jobs_replays"
+
+# One B-tree, ordered by key (a rowid table would add an index: one page more per dispatch).
+UNIQUES_DDL = """
+CREATE TABLE IF NOT EXISTS uniques (
+    key    TEXT PRIMARY KEY,    -- a unique key
+    job_id INTEGER NOT NULL,    -- the latest job dispatched with it
+    until  REAL NOT NULL        -- that job's dispatch plus its unique_for
+) WITHOUT ROWID
+"""
 
 INDEXES = f"""
 -- claim order within a queue: priority, then dispatch order (ids are time-ordered)
@@ -53,6 +67,9 @@ CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(queue, priority DESC, id, run_at) 
 CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs(queue, run_at) WHERE {DELAYED};
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE {HELD_NOW};
 CREATE INDEX IF NOT EXISTS jobs_stopped ON jobs(state, id) WHERE {STOPPED};
+-- the jobs of a limit key that hold a slot, and their starts (for rate limits)
+CREATE INDEX IF NOT EXISTS jobs_limits_held ON jobs(limit_key) WHERE {LIMITED_HELD};
+CREATE INDEX IF NOT EXISTS jobs_limits_starts ON jobs(limit_key, started_at) WHERE {LIMITED};
 -- the copies of a job (evq replay --redispatch): jobs that are not copies have no entry
 CREATE INDEX IF NOT EXISTS {LINKS_INDEX} ON jobs(replay_of) WHERE replay_of IS NOT NULL;
 -- the jobs of a workflow (or chain)
@@ -92,6 +109,8 @@ def _bump_sql(table: str, columns: Sequence[str], key: int) -> str:
 _TOTALS, _MINUTE_TOTALS = COUNT_COLUMNS[2:], MINUTE_COLUMNS[3:]
 _ZEROS = (0,) * len(_TOTALS)
 _BUMP, _BUMP_MINUTE = _bump_sql("counts", COUNT_COLUMNS, 2), _bump_sql("minutes", MINUTE_COLUMNS, 3)
+_SET_UNIQUE = (f"INSERT INTO uniques({', '.join(UNIQUE_COLUMNS)}) VALUES (?, ?, ?) "
+               "ON CONFLICT(key) DO UPDATE SET job_id = excluded.job_id, until = excluded.until")
 
 
 def _view(name: str, key: str, struct: type) -> str:
@@ -172,6 +191,7 @@ class SqlTables:
     def create(log: SqlLog) -> None:
         """Create the tables and indexes (inside the schema transaction)."""
         log.create_table("jobs", column_types(JobRow), ("id",))
+        log.run_script(UNIQUES_DDL)
         log.create_table("counts", column_types(Counts), ("queue", "name"))
         log.create_table("minutes", column_types(MinuteCounts), ("minute", "queue", "name"))
         log.run_script(INDEXES)
@@ -228,6 +248,42 @@ class SqlTables:
             if changes:
                 self.log.executemany(sql, [(*key, *map(d.get, totals, _ZEROS))
                                                 for key, d in changes.items()])
+        if deltas.uniques:
+            self.log.executemany(_SET_UNIQUE, [msgspec.structs.astuple(u)
+                                               for u in deltas.uniques.values()])
+        if deltas.unique_gone:
+            self.log.executemany("DELETE FROM uniques WHERE key = ? AND job_id = ?",
+                                 deltas.unique_gone)
+
+    def unique_holders(self, keys: Sequence[str], now: float) -> dict[str, int]:
+        """For each of ``keys`` that is taken at ``now``, the id of the job that holds it: the
+        latest job of the key, while it is unfinished or its ``until`` is ahead. Read after
+        the append lock (:meth:`SqlLog.read_after_lock`): every writer of ``uniques`` and of
+        job states holds it until it commits, so the answer stays true until this transaction
+        commits."""
+        got: dict[str, int] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            got.update(self.log.read_after_lock(
+                f"SELECT u.key, u.job_id FROM uniques u JOIN jobs j ON j.id = u.job_id "
+                f"WHERE u.key IN ({','.join('?' * len(part))}) "
+                f"AND (u.until > ? OR j.{UNFINISHED})", [*part, now]))
+        return got
+
+    def limit_usage(self, key: str, since: float | None) -> tuple[list[str], list[float]]:
+        """What holds the slots of limit key ``key``: the states of its leased and running
+        jobs, and (with ``since``) the start times after ``since`` of its jobs, ascending."""
+        held = [s for (s,) in self.log.execute(
+            f"SELECT state FROM jobs WHERE limit_key = ? AND {LIMITED_HELD}", (key,))]
+        if since is None:
+            return held, []
+        return held, [t for (t,) in self.log.execute(
+            f"SELECT started_at FROM jobs WHERE limit_key = ? AND {LIMITED} AND started_at > ? "
+            "ORDER BY started_at", (key, since))]
+
+    def uniques(self) -> list[UniqueRow]:
+        return [UniqueRow(*t) for t in self.log.read_rows(
+            f"SELECT {', '.join(UNIQUE_COLUMNS)} FROM uniques ORDER BY key")]
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -239,13 +295,19 @@ class SqlTables:
             f"SELECT {_COLS} FROM jobs{self.log.index_hint(index)} WHERE {where} {tail}"
             f"{self.log.row_lock(skip_locked=skip_locked)}", params)]
 
-    def ready(self, queue: str, now: float, limit: int,
-              names: Sequence[str] | None = None) -> list[JobRow]:
+    def ready(self, queue: str, now: float, limit: int, names: Sequence[str] | None = None,
+              *, skip_keys: Sequence[str] = (), skip_ids: Sequence[int] = ()) -> list[JobRow]:
         """Jobs of ``queue`` (and of the job types ``names``, if given) that may be claimed
-        now, in claim order (inside a write transaction, those no other writer holds)."""
+        now, in claim order (inside a write transaction, those no other writer holds), but
+        for those of the limit keys ``skip_keys`` and the ids ``skip_ids``."""
         where = Where(f"queue = ? AND {READY} AND run_at <= ?", params=(queue, now))
         if names is not None:
             where.among("name", names)
+        if skip_keys:
+            where.add(f"(limit_key IS NULL OR limit_key NOT IN "
+                      f"({','.join('?' * len(skip_keys))}))", *skip_keys)
+        if skip_ids:
+            where.add(f"id NOT IN ({','.join('?' * len(skip_ids))})", *skip_ids)
         return self._rows(str(where), where.params,
                           f"ORDER BY priority DESC, id LIMIT {int(limit)}", "jobs_ready",
                           skip_locked=True)

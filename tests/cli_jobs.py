@@ -149,6 +149,35 @@ class CliWork(evq.Job):
         return self.seconds
 
 
+class CliUnique(evq.Job):
+    """Unique per ``n`` for a minute: dispatched from many processes at once."""
+
+    unique_for = 60
+    n: int
+
+    def handle(self) -> int:
+        return self.n
+
+
+class CliRated(evq.Job):
+    """At most 20 start in any second, across every worker."""
+
+    rate_limit = evq.RateLimit(20, per=1, key="cli-rated")
+
+    def handle(self) -> None:
+        pass
+
+
+class CliCapped(evq.Job):
+    """At most two leased or running at once, across every worker."""
+
+    concurrency_limit = 2
+    seconds: float = 0.05
+
+    def handle(self) -> None:
+        time.sleep(self.seconds)
+
+
 def job_types() -> list[type[evq.Job]]:
     """Every job type this module defines."""
     return [v for v in globals().values()

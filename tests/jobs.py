@@ -281,3 +281,56 @@ class Step(evq.Job):
         if self.fail:
             raise ValueError(f"step {self.label} failed")
         return self.label
+class Unique(evq.Job):
+    """Unique per arguments for a minute."""
+
+    job_name = "core.unique"
+    unique_for = 60
+
+    n: int = 0
+
+
+class UniquePerUser(evq.Job):
+    """Unique per user (not per note) while it is unfinished."""
+
+    job_name = "core.unique_per_user"
+    unique_for = 0
+
+    user: int
+    note: str = ""
+
+    def unique_key(self) -> str:
+        return f"user:{self.user}"
+
+    def handle(self) -> str:
+        return self.note
+
+
+class UniqueByValue(evq.Job):
+    """Its unique key is a value given back by ``unique_key()`` (JSON, or not even that)."""
+
+    job_name = "core.unique_by_value"
+    unique_for = 10
+
+    value: str = "json"
+
+    def unique_key(self) -> Any:
+        return ["a", 1] if self.value == "json" else object()
+
+
+class Rated(evq.Job):
+    """Two starts per tenant in any ten seconds."""
+
+    job_name = "core.rated"
+    rate_limit = evq.RateLimit(2, per=10, key=lambda job: f"tenant:{job.tenant}")
+
+    tenant: str
+
+
+class Capped(evq.Job):
+    """Two at once."""
+
+    job_name = "core.capped"
+    concurrency_limit = 2
+
+    n: int = 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from helpers import wait_until
-from jobs import GATES, Add, Held
+from jobs import GATES, Add, Held, Rated, Unique
 
 import evq
 from evq import health
@@ -224,6 +224,25 @@ def test_a_store_of_schema_version_3_gets_the_names_its_workers_run(tmp_path: An
     q = reopened_as_of(q, 3, "ALTER TABLE workers DROP COLUMN names")
     try:
         assert [w.names for w in q.store.workers.all()] == ["core.add"]
+        assert q.store.verify() == []
+    finally:
+        q.close()
+
+
+def test_a_store_of_schema_version_4_gets_its_uniques_and_the_limits_of_its_jobs(
+        tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/old.db"
+    q = evq.connect(url)
+    unique, rated = q.dispatch(Unique(n=1)), q.dispatch(Rated(tenant="t"))
+    q = reopened_as_of(q, 4, "DROP TABLE uniques", "DROP INDEX jobs_limits_held",
+                       "DROP INDEX jobs_limits_starts",
+                       *(f"ALTER TABLE jobs DROP COLUMN {c}" for c in (
+                           "limit_key", "rate_limit", "rate_per", "concurrency_limit")))
+    try:
+        assert [(u.key, u.job_id) for u in q.store.tables.uniques()] == [
+            ('core.unique:{"n":1}', unique)]
+        assert (q.job(rated).limit_key, q.job(rated).rate_limit) == ("tenant:t", 2)
+        assert q.dispatch(Unique(n=1)) == unique
         assert q.store.verify() == []
     finally:
         q.close()

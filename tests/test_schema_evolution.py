@@ -21,7 +21,7 @@ from evq.projections.store import Store, open_store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Event types that evq 0.1.0 did not have, so its log cannot hold them.
-NEW_SINCE_V1 = {"JobReleased", "BatchCreated", "WorkflowCreated"}
+NEW_SINCE_V1 = {"JobReleased", "BatchCreated", "WorkflowCreated", "JobHeld"}
 LINES = [json.loads(line) for line in (FIXTURES / "log-v1.jsonl").read_text().splitlines()]
 EXPECTED = json.loads((FIXTURES / "log-v1.expected.json").read_text())
 
@@ -77,6 +77,14 @@ def test_the_v1_log_replays_to_its_projections() -> None:
         assert released["state"] == "pending" and released["worker"] is None
         assert [j["replay_of"] for j in got["jobs"]][-1] == str(broken["id"])
         assert len(jobs) == 6  # the purged and the cleared job left the projections
+        rows = store.tables.dump()[0]
+        assert {(r.limit_key, r.rate_limit, r.rate_per, r.concurrency_limit) for r in rows} == {
+            (None, None, None, None)}  # columns of version 5: no limits in a v1 log
+        # its unique key, held by no job: the job is cancelled, and unique_for is 0 in v1
+        assert [(u.key, u.job_id) for u in store.tables.uniques()] == [("report:2026-11",
+                                                                         report["id"])]
+        with store.log.transaction():
+            assert store.tables.unique_holders(["report:2026-11"], report["dispatched_at"]) == {}
         [w1] = store.workers.all()
         assert (w1.name, w1.pid, w1.queues, w1.last_seen, w1.stopped_at, w1.done) == (
             "w1", 4242, "default,emails", 1764000060.0, 1764000060.0, 9)
