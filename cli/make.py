@@ -12,7 +12,7 @@ from evq.eventlog.errors import InvalidArguments
 
 from .app import make_app
 
-make_app_ = make_app("Write new code from a template.")
+make_commands = make_app("Write new code from a template.")
 
 _CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9]*")
 
@@ -42,10 +42,10 @@ class {name}(evq.Job):
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(make_app_, name="make")
+    app.add_typer(make_commands, name="make")
 
 
-@make_app_.command()
+@make_commands.command()
 def job(
     name: str = typer.Argument(..., help="The job's class name, in CamelCase: ProcessPodcast."),
     directory: Path = typer.Option(Path("app/jobs"), "--dir",
