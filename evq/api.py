@@ -5,12 +5,11 @@ from __future__ import annotations
 import functools
 import math
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from msgspec.structs import replace
@@ -22,10 +21,8 @@ from evq.eventlog.events import (
     Event,
     JobCancelled,
     JobDispatched,
-    JobLeased,
     JobPurged,
     JobRequeued,
-    JobStarted,
     QueueCleared,
 )
 from evq.projections.analytics import WINDOW, recent
@@ -34,10 +31,11 @@ from evq.projections.store import Store, open_store
 from evq.workers import registry
 from evq.workers.retry import backoff_schedule
 
-from . import health, hooks, limits
+from . import health, hooks, limits, sync
 from .jobs import LATEST_TIME, Job, check_int, check_payload, check_queue, validated_payload
 
 if TYPE_CHECKING:
+    from evq.workers.execute import Outcome
     from evq.workers.scheduler import Scheduler
     from evq.workers.worker import Worker
 
@@ -62,6 +60,7 @@ def connect(url: str | None = None, *, create: bool = True,
 
 
 _default: Queue | None = None
+_recorder: Callable[[Sequence[Event]], list[int]] | None = None
 _default_lock = threading.Lock()
 
 
@@ -79,6 +78,16 @@ def use(queue: Any) -> Any:
     global _default
     with _default_lock:
         previous, _default = _default, queue
+    return previous
+
+
+def record_dispatches(recorder: Callable[[Sequence[Event]], list[int]] | None
+                      ) -> Callable[[Sequence[Event]], list[int]] | None:
+    """Hand every dispatch of this process to ``recorder`` instead of the store (it returns
+    the ids to give back), or with None store them again; returns the previous recorder. What
+    ``evq.testing.fake()`` uses."""
+    global _recorder
+    previous, _recorder = _recorder, recorder
     return previous
 
 
@@ -113,8 +122,8 @@ class Queue:
                  priority: int | None = None) -> int:
         """Queue ``job``; returns its id. ``delay`` (seconds) or ``at`` (a time) defer it."""
         now = time.time()
-        return self.store.dispatch([self._dispatched(job, now, delay, at, queue, priority)],
-                                   now)[0]
+        return self._append_dispatches([self._dispatched(job, now, delay, at, queue, priority)],
+                                       now)[0]
 
     def dispatch_many(self, jobs: Iterable[Job], *, delay: float | timedelta | None = None,
                       at: datetime | float | None = None, queue: str | None = None,
@@ -123,7 +132,19 @@ class Queue:
         job's duplicates, here or already queued, get the id of the first)."""
         now = time.time()
         events = [self._dispatched(j, now, delay, at, queue, priority) for j in jobs]
-        return self.store.dispatch(events, now) if events else []
+        return self._append_dispatches(events, now) if events else []
+
+    def _append_dispatches(self, events: Sequence[Event], now: float | None = None) -> list[int]:
+        """Append dispatches; returns their ids. New jobs at ``now`` go through the store's
+        check of unique keys (a duplicate gets the id of the first); without ``now`` the events
+        are appended as they are (a group's creation and its jobs). Every dispatch goes through
+        here: under ``evq.testing.fake()`` it is recorded instead."""
+        recorder = _recorder
+        if recorder is not None:
+            return recorder(events)
+        if now is None:
+            return [r.seq for r in self.store.append(events)]
+        return self.store.dispatch(cast(Sequence[JobDispatched], events), now)
 
     def dispatch_if(self, condition: Any, job: Job, **options: Any) -> int | None:
         """Dispatch only if ``condition`` is true."""
@@ -136,40 +157,10 @@ class Queue:
     def dispatch_sync(self, job: Job) -> Any:
         """Run ``job`` here and now, as a worker would (as Laravel's ``dispatchSync``): its
         tries one after another (without waiting out the backoff), ``failed()`` and
-        ``timed_out()``, every step in the log. Returns its result, or raises what the last
-        attempt raised (``evq.JobFailed`` for ``SystemExit`` and the like, which must not end
-        the caller)."""
-        from evq.workers.execute import AsyncRunner, run, timed_out
-
-        worker = f"sync:{socket.gethostname()}:{os.getpid()}"
-        now = time.time()
-        event = replace(self._dispatched(job, now, None, None, None, None), unique_key=None,
-                        limits=None)  # it runs here and now, whatever else is queued
-        with self.store.log.transaction():  # leased with its dispatch: no worker can claim it
-            row = self._start_here(self.job(self.store.append([event])[0].seq), worker)
-        runner: AsyncRunner | None = None
-
-        def async_runner() -> AsyncRunner:
-            nonlocal runner
-            runner = runner or AsyncRunner()
-            return runner
-
-        try:
-            while True:
-                started = time.time()
-                outcome = run(row, started, async_runner, lambda: None)
-                if row.timeout is not None and time.time() - started >= row.timeout:
-                    outcome = timed_out(row, job)  # a sync job cannot be stopped here: it ran
-                self.store.append(outcome.events)
-                if outcome.hook is not None:
-                    outcome.hook()
-                row = self.job(row.id)
-                if row.state != PENDING:
-                    break
-                row = self._start_here(row, worker)
-        finally:
-            if runner is not None:
-                runner.close()
+        ``timed_out()``, every step in the log (see :mod:`evq.sync`). Returns its result, or
+        raises what the last attempt raised (``evq.JobFailed`` for ``SystemExit`` and the like,
+        which must not end the caller)."""
+        row, outcome = self._dispatch_here(job)
         if row.state == SUCCEEDED:
             return outcome.value
         error = outcome.error
@@ -178,15 +169,16 @@ class Queue:
         raise JobFailed(f"{row.name} job {row.id} failed: {row.error_type}: {row.error}",
                         error_type=row.error_type or "", message=row.error or "") from error
 
-    def _start_here(self, row: JobRow, worker: str) -> JobRow:
-        """Lease and start the next attempt of ``row`` in this thread (``dispatch_sync``)."""
-        now = time.time()
-        attempt = row.attempt + 1
-        self.store.append([
-            JobLeased(job_id=row.id, ts=now, worker=worker, attempt=attempt,
-                      lease_expires=now + (row.timeout or 0) + 3600),
-            JobStarted(job_id=row.id, ts=now, attempt=attempt, worker=worker)])
-        return self.job(row.id)
+    def _dispatch_here(self, job: Job) -> tuple[JobRow, Outcome]:
+        """Dispatch ``job`` (to the store, even under ``evq.testing.fake()``) and run it in
+        this thread; returns its final row and its last attempt's outcome."""
+        event = replace(self._dispatched(job, time.time(), None, None, None, None),
+                        unique_key=None, limits=None)  # it runs here and now, whatever else
+        with self.store.log.transaction():  # started with its dispatch: no worker can claim it
+            row = sync.start(self.store, self.store.append([event])[0].seq)
+        assert row is not None  # just dispatched: pending
+        outcome = sync.run_attempts(self.store, row)
+        return self.job(row.id), outcome
 
     def dispatch_json(self, name: str, arguments: bytes | str, **options: Any) -> int:
         """Dispatch the job registered as ``name`` with arguments given as a JSON object."""

@@ -121,13 +121,14 @@ class _Group:
     def _append(self, created: GroupCreated, layers: Iterable[Any]) -> None:
         """Append the creation event, then each layer's dispatches (a function of the group's
         id and what is dispatched so far), all in one transaction."""
-        store = self.queue.store
-        with store.log.transaction():
-            gid = store.append([created])[0].seq
+        q = self.queue
+        with q.store.log.transaction():
+            gid = q._append_dispatches([created])[0]
             for layer in layers:
                 events = layer(str(gid))
-                for record, target in zip(store.append(events), layer.targets, strict=True):
-                    target.id = record.seq
+                for job_id, target in zip(q._append_dispatches(events), layer.targets,
+                                          strict=True):
+                    target.id = job_id
         self.id = gid
 
     def status(self) -> dict[str, Any]:

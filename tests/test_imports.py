@@ -21,5 +21,6 @@ def test_importing_the_event_types_loads_no_store_worker_or_api() -> None:
 
 def test_the_package_loads_the_api_on_first_use() -> None:
     assert "evq.api" not in loaded_after("import evq")
+    assert not {"evq.sync", "evq.testing"} & loaded_after("import evq")
     assert "evq.api" in loaded_after("import evq; evq.connect")
     assert "evq.workers.worker" not in loaded_after("import evq; evq.Job; evq.connect")
