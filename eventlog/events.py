@@ -117,9 +117,28 @@ class LeaseReleased(Event, frozen=True, tag="LeaseReleased"):
 
 
 class JobCancelled(Event, frozen=True, tag="JobCancelled"):
-    """pending -> cancelled."""
+    """pending -> cancelled (``attempt`` 0); leased/running -> cancelled: the holder of lease
+    ``attempt`` stopped the job on a cancel request (a stale attempt changes nothing)."""
 
     reason: str = ""
+    attempt: int = 0
+
+
+class JobCancelRequested(Event, frozen=True, tag="JobCancelRequested"):
+    """leased/running -> same, ``cancel_requested`` set: an operator asked the holder of lease
+    ``attempt`` to stop the job; the holder ends it with ``JobCancelled``."""
+
+    attempt: int
+    reason: str = ""
+
+
+class JobProgress(Event, frozen=True, tag="JobProgress"):
+    """running -> running, ``progress`` and ``progress_message`` set: the job's own report
+    (``self.progress()``) during attempt ``attempt``; ``fraction`` from 0 to 1."""
+
+    attempt: int
+    fraction: float
+    message: str = ""
 
 
 class JobRequeued(Event, frozen=True, tag="JobRequeued"):
@@ -183,6 +202,8 @@ AnyEvent = (
     | JobDead
     | LeaseReleased
     | JobCancelled
+    | JobCancelRequested
+    | JobProgress
     | JobRequeued
     | JobPurged
     | QueueCleared

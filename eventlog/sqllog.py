@@ -21,7 +21,9 @@ from .codec import Record, decode, encode
 from .errors import DecodeError, EvqError, StoreError
 from .events import Event, JobDispatched
 
-SCHEMA_VERSION = 4  # 2: the workers table; 3: the minutes table; 4: workers.names
+# 2: the workers table; 3: the minutes table; 4: workers.names; 5: jobs.cancel_requested,
+# jobs.progress and jobs.progress_message
+SCHEMA_VERSION = 5
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index
 # of events by job (one page less per dispatch); reads by job look it up by position instead.

@@ -17,10 +17,12 @@ from msgspec.structs import replace
 from evq.eventlog.events import (
     Event,
     JobCancelled,
+    JobCancelRequested,
     JobDead,
     JobDispatched,
     JobFailed,
     JobLeased,
+    JobProgress,
     JobPurged,
     JobRequeued,
     JobRetryScheduled,
@@ -92,7 +94,10 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
             # ready from its run_at, or from its dispatch if it was dispatched "at" a past time
             ready = max(row.run_at, row.dispatched_at)
             return replace(row, state=RUNNING, started_at=event.ts,
-                           wait=max(0.0, event.ts - ready), finished_at=None)
+                           wait=max(0.0, event.ts - ready), finished_at=None, progress=None,
+                           progress_message=None)
+        case JobProgress() if held and row.state == RUNNING:
+            return replace(row, progress=event.fraction, progress_message=event.message)
         case JobSucceeded() if held and row.state == RUNNING:
             result = None if event.result is None else json_text(event.result)
             return replace(row, state=SUCCEEDED, finished_at=event.ts, duration=event.duration,
@@ -120,11 +125,14 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
             return replace(row, state=FAILED, finished_at=event.ts, lease_expires=None)
         case LeaseReleased() if held and row.state == LEASED:
             return replace(row, state=PENDING, worker=None, lease_expires=None)
-        case JobCancelled() if row.state == PENDING:
-            return replace(row, state=CANCELLED, finished_at=event.ts, error=event.reason or None)
+        case JobCancelRequested() if held:
+            return replace(row, cancel_requested=event.reason)
+        case JobCancelled() if (row.state == PENDING and not event.attempt) or held:
+            return replace(row, state=CANCELLED, finished_at=event.ts, error=event.reason or None,
+                           lease_expires=None)
         case JobRequeued() if row.state in (FAILED, CANCELLED):
             return replace(row, state=PENDING, run_at=event.run_at or event.ts, failures=0,
-                           worker=None, finished_at=None)
+                           worker=None, finished_at=None, cancel_requested=None)
         case JobPurged() if row.state in FINISHED:
             return _REMOVED
         case QueueCleared() if row.state == PENDING:

@@ -47,6 +47,9 @@ class JobRow(msgspec.Struct, frozen=True):
     batch_id: str | None = None
     unique_key: str | None = None
     replay_of: str | None = None
+    cancel_requested: str | None = None  # the reason of a pending cancel request ("" for none)
+    progress: float | None = None  # the running attempt's latest report, 0 to 1
+    progress_message: str | None = None
     last_seq: int = 0
 
 

@@ -49,6 +49,10 @@ class Store:
             with log.transaction():
                 log.run_script("DROP TABLE workers")
                 WorkerTable.create(log)
+        if 0 < found < 5:  # version 5 adds columns to jobs: made again, filled by the rebuild
+            with log.transaction():
+                log.run_script("DROP TABLE jobs")
+                SqlTables.create(log)
         if 0 < found < SCHEMA_VERSION:  # derive what the new tables and columns hold
             self.rebuild()
         self._signals = log.signals()

@@ -210,6 +210,17 @@ class SqlTables:
                 f"ORDER BY id{self.log.row_lock()}", part))
         return found
 
+    def cancel_requests(self, ids: Iterable[int]) -> dict[int, tuple[int, str]]:
+        """For each of these jobs with a cancel request: its attempt and the reason."""
+        ids = list(ids)
+        found: dict[int, tuple[int, str]] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            found.update((t[0], (t[1], t[2])) for t in self.log.read_rows(
+                f"SELECT id, attempt, cancel_requested FROM jobs WHERE id IN "
+                f"({','.join('?' * len(part))}) AND cancel_requested IS NOT NULL", part))
+        return found
+
     def bump(self, deltas: Deltas) -> None:
         for sql, totals, changes in ((_BUMP, _TOTALS, deltas.counts),
                                      (_BUMP_MINUTE, _MINUTE_TOTALS, deltas.minutes)):

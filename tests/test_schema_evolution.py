@@ -20,6 +20,9 @@ from evq.eventlog.events import EVENT_TYPES
 from evq.projections.store import Store, open_store
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Event types and jobs columns added after 0.1.0: the fixture cannot have them.
+NEW_SINCE_V1 = {"JobCancelRequested", "JobProgress"}
+NEW_COLUMNS_SINCE_V1 = ("cancel_requested", "progress", "progress_message")
 LINES = [json.loads(line) for line in (FIXTURES / "log-v1.jsonl").read_text().splitlines()]
 EXPECTED = json.loads((FIXTURES / "log-v1.expected.json").read_text())
 
@@ -36,7 +39,10 @@ def load(store: Store) -> None:
 def projections(store: Store) -> dict[str, Any]:
     tables = store.tables
     jobs, queues, types = tables.dump()[0], tables.queue_counts(), tables.type_stats()
-    return {"jobs": msgspec.to_builtins(jobs),
+    rows = msgspec.to_builtins(jobs)
+    for row in rows:  # at their defaults: no event of the fixture sets them
+        assert [row.pop(c) for c in NEW_COLUMNS_SINCE_V1] == [None] * len(NEW_COLUMNS_SINCE_V1)
+    return {"jobs": rows,
             "queue_stats": [q for q in msgspec.to_builtins(queues)
                             if any(v for k, v in q.items() if k != "queue")],
             "job_type_stats": msgspec.to_builtins(types)}
@@ -44,7 +50,7 @@ def projections(store: Store) -> dict[str, Any]:
 
 def test_every_event_of_the_v1_log_decodes() -> None:
     events = [decode(json.dumps(x["event"])) for x in LINES]
-    assert {type(e).__name__ for e in events} == set(EVENT_TYPES)
+    assert {type(e).__name__ for e in events} == set(EVENT_TYPES) - NEW_SINCE_V1
     assert [x["seq"] for x in LINES] == list(range(1, len(LINES) + 1))
 
 
