@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from evq.api import Queue, connect, default_queue, use
     from evq.jobs import FunctionJob, Job, job
     from evq.projections.model import JobRow
+    from evq.workers.middleware import JobContext, Middleware
     from evq.workers.worker import Worker
 
 # The rest of the API is imported on first use, so that importing a part of evq (the event types
@@ -44,6 +45,7 @@ _LAZY = {
     "Queue": "evq.api", "connect": "evq.api", "default_queue": "evq.api", "use": "evq.api",
     "FunctionJob": "evq.jobs", "Job": "evq.jobs", "job": "evq.jobs",
     "JobRow": "evq.projections.model", "Worker": "evq.workers.worker",
+    "Middleware": "evq.workers.middleware", "JobContext": "evq.workers.middleware",
 }
 
 
@@ -66,8 +68,10 @@ __all__ = [
     "InvalidArguments",
     "InvalidState",
     "Job",
+    "JobContext",
     "JobFailed",
     "JobRow",
+    "Middleware",
     "NotFound",
     "Queue",
     "StoreBusy",

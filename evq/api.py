@@ -20,6 +20,7 @@ from evq.eventlog.errors import InvalidArguments, InvalidState, JobFailed, NotFo
 from evq.eventlog.events import (
     Event,
     JobCancelled,
+    JobCancelRequested,
     JobDispatched,
     JobLeased,
     JobPurged,
@@ -28,7 +29,15 @@ from evq.eventlog.events import (
     QueueCleared,
 )
 from evq.projections.analytics import WINDOW, recent
-from evq.projections.model import CANCELLED, FAILED, FINISHED, PENDING, SUCCEEDED, JobRow
+from evq.projections.model import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    HELD,
+    PENDING,
+    SUCCEEDED,
+    JobRow,
+)
 from evq.projections.store import Store, open_store
 from evq.workers import registry
 from evq.workers.retry import backoff_schedule
@@ -298,10 +307,20 @@ class Queue:
                                      states=[FAILED], queue=queue))
 
     def cancel(self, job_id: int, reason: str = "") -> JobRow:
-        """Cancel a job that has not been claimed yet."""
+        """Cancel a job: a pending one at once (``JobCancelled``); for a leased or running one,
+        ask the worker that holds it (``JobCancelRequested``, the row's ``cancel_requested``):
+        it cancels the job within about a second. Returns the row afterwards."""
         now = time.time()
-        return self._operate(job_id, (PENDING,), "cancel",
-                             lambda r: [JobCancelled(job_id=r.id, ts=now, reason=reason)])
+
+        def decide(row: JobRow) -> list[Event]:
+            if row.state == PENDING:
+                return [JobCancelled(job_id=row.id, ts=now, reason=reason)]
+            if row.cancel_requested is None:
+                return [JobCancelRequested(job_id=row.id, ts=now, attempt=row.attempt,
+                                           reason=reason)]
+            return []  # asked already
+
+        return self._operate(job_id, (PENDING, *HELD), "cancel", decide)
 
     def forget(self, job_id: int, states: Sequence[str] = FINISHED) -> None:
         """Remove a finished job (in one of ``states``) from the projections (``JobPurged``;

@@ -6,7 +6,7 @@ import functools
 import inspect
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, cast
 
@@ -14,6 +14,8 @@ import msgspec
 
 from evq.eventlog.errors import ConfigError, InvalidArguments
 from evq.workers import registry
+from evq.workers.control import current
+from evq.workers.middleware import Middleware, checked
 from evq.workers.retry import BackoffSpec, backoff_schedule
 
 
@@ -31,7 +33,8 @@ class _JobMeta(msgspec.StructMeta):
 class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     """Base of every job type. Fields are the job's typed arguments; class attributes configure
     it: ``queue``, ``tries`` (total attempts), ``backoff``, ``timeout`` (seconds or None),
-    ``priority`` (higher first) and ``job_name`` (defaults to the class name)."""
+    ``priority`` (higher first), ``middleware`` (a list of :class:`evq.Middleware` around
+    each attempt) and ``job_name`` (defaults to the class name)."""
 
     job_name: ClassVar[str] = ""
     queue: ClassVar[str] = "default"
@@ -40,6 +43,7 @@ class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     backoff_base: ClassVar[float] = 1.0
     timeout: ClassVar[float | None] = None
     priority: ClassVar[int] = 0
+    middleware: ClassVar[Sequence[Middleware]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -57,6 +61,22 @@ class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
 
     def timed_out(self) -> None:
         """Called when an attempt runs past ``timeout``."""
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a cancel of this running attempt was requested (``q.cancel(id)``): a
+        sync job checks it and returns early; its attempt is recorded as cancelled."""
+        control = current(self)
+        return control is not None and control.requested
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report how far this attempt is, from 0 to 1 (``JobProgress``; at most about 4 a
+        second are recorded, and the last one always). Outside a worker it does nothing."""
+        if not _is_number(fraction) or not 0 <= fraction <= 1:
+            raise InvalidArguments(f"progress must be a number from 0 to 1, not {fraction!r}")
+        control = current(self)
+        if control is not None:
+            control.progress(float(fraction), str(message))
 
     def dispatch(self, *, delay: float | timedelta | None = None,
                  at: datetime | float | None = None, queue: str | None = None,
@@ -94,6 +114,7 @@ def check_settings(cls: type[Job]) -> None:
         raise ConfigError(f"{where}: timeout must be a positive number of seconds or None, "
                           f"not {timeout!r}")
     backoff_schedule(cls.backoff, cls.tries, cls.backoff_base)
+    cls.middleware = checked(cls.middleware, where)
 
 
 def check_name(name: object, what: str) -> None:
@@ -179,7 +200,8 @@ def _why(exc: BaseException) -> str:
 
 def job(_fn: Callable[..., Any] | None = None, *, name: str | None = None,
         queue: str = "default", tries: int = 1, backoff: BackoffSpec = 0,
-        backoff_base: float = 1.0, timeout: float | None = None, priority: int = 0) -> Any:
+        backoff_base: float = 1.0, timeout: float | None = None, priority: int = 0,
+        middleware: Sequence[Middleware] = ()) -> Any:
     """Make a plain function a job type: ``fn.dispatch(*args, **kw)`` queues a call to it.
 
     The function's annotated parameters become the job's typed fields; calling the function
@@ -205,7 +227,7 @@ def job(_fn: Callable[..., Any] | None = None, *, name: str | None = None,
             "__annotations__": annotations, **defaults, "__module__": fn.__module__,
             "__qualname__": fn.__qualname__, "job_name": name or fn.__name__, "queue": queue,
             "tries": tries, "backoff": backoff, "backoff_base": backoff_base,
-            "timeout": timeout, "priority": priority,
+            "timeout": timeout, "priority": priority, "middleware": middleware,
             "handle": ahandle if is_async else handle}, kw_only=True)
         return FunctionJob(fn, cast(type[Job], cls))
 

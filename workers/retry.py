@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 
 from evq.eventlog.errors import ConfigError
-from evq.eventlog.events import Event, JobDead, JobRetryScheduled, LeaseExpired
+from evq.eventlog.events import Event, JobCancelled, JobDead, JobRetryScheduled, LeaseExpired
 from evq.projections.model import RUNNING, JobRow
 
 BackoffSpec = float | Sequence[float] | str | tuple[str, float]
@@ -50,9 +50,13 @@ def _number(value: object, spec: object) -> float:
 
 
 def after_failure(row: JobRow, now: float, *, final: bool = False
-                  ) -> JobRetryScheduled | JobDead:
+                  ) -> JobRetryScheduled | JobDead | JobCancelled:
     """What follows a failed attempt of ``row`` (as claimed): a retry after its backoff, or
-    death when its tries are used up or the failure is ``final``."""
+    death when its tries are used up or the failure is ``final``; no retry if a cancel was
+    requested: the job is cancelled."""
+    if row.cancel_requested is not None:
+        return JobCancelled(job_id=row.id, ts=now, attempt=row.attempt,
+                            reason=row.cancel_requested)
     failures = row.failures + 1
     if final or failures >= row.tries:
         return JobDead(job_id=row.id, ts=now, attempt=row.attempt)
@@ -63,6 +67,11 @@ def after_failure(row: JobRow, now: float, *, final: bool = False
 
 def after_lease_expired(row: JobRow, now: float) -> list[Event]:
     """What settles the expired lease of ``row``: ``LeaseExpired``, and if its job had started,
-    the decision after that failed attempt (a job that never started goes back to pending)."""
+    the decision after that failed attempt (a job that never started goes back to pending, or
+    is cancelled if that was requested)."""
     expired = LeaseExpired(job_id=row.id, ts=now, attempt=row.attempt, worker=row.worker or "")
-    return [expired, after_failure(row, now)] if row.state == RUNNING else [expired]
+    if row.state == RUNNING:
+        return [expired, after_failure(row, now)]
+    if row.cancel_requested is not None:
+        return [expired, JobCancelled(job_id=row.id, ts=now, reason=row.cancel_requested)]
+    return [expired]
