@@ -35,6 +35,7 @@ class JobDispatched(Event, frozen=True, tag="JobDispatched"):
     run_at: float = 0.0
     tries: int = 1
     backoff: list[float] = []
+    jitter: float = 0.0  # each retry's wait moves by up to this fraction of it, either way
     timeout: float | None = None
     chain_id: str | None = None
     batch_id: str | None = None

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from evq.jobs import FunctionJob, Job, job
     from evq.projections.model import JobRow
     from evq.workers.middleware import JobContext, Middleware
+    from evq.workers.retry import Exponential, Fixed, Linear
     from evq.workers.worker import Worker
 
 # The rest of the API is imported on first use, so that importing a part of evq (the event types
@@ -46,6 +47,8 @@ _LAZY = {
     "FunctionJob": "evq.jobs", "Job": "evq.jobs", "job": "evq.jobs",
     "JobRow": "evq.projections.model", "Worker": "evq.workers.worker",
     "Middleware": "evq.workers.middleware", "JobContext": "evq.workers.middleware",
+    "Exponential": "evq.workers.retry", "Linear": "evq.workers.retry",
+    "Fixed": "evq.workers.retry",
 }
 
 
@@ -64,6 +67,8 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "EvqError",
+    "Exponential",
+    "Fixed",
     "FunctionJob",
     "InvalidArguments",
     "InvalidState",
@@ -71,6 +76,7 @@ __all__ = [
     "JobContext",
     "JobFailed",
     "JobRow",
+    "Linear",
     "Middleware",
     "NotFound",
     "Queue",

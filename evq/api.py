@@ -40,7 +40,7 @@ from evq.projections.model import (
 )
 from evq.projections.store import Store, open_store
 from evq.workers import registry
-from evq.workers.retry import backoff_schedule
+from evq.workers.retry import Backoff, backoff_schedule
 
 from . import health
 from .jobs import LATEST_TIME, Job, check_int, check_payload, check_queue, validated_payload
@@ -215,6 +215,7 @@ class Queue:
             payload=msgspec.Raw(validated_payload(job)),
             priority=cls.priority if priority is None else priority,
             run_at=run_at(now, delay, at), tries=cls.tries, backoff=_backoff(cls),
+            jitter=cls.backoff.jitter if isinstance(cls.backoff, Backoff) else 0.0,
             timeout=cls.timeout)
 
     # -- reading -------------------------------------------------------------------------------

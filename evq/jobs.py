@@ -16,7 +16,7 @@ from evq.eventlog.errors import ConfigError, InvalidArguments
 from evq.workers import registry
 from evq.workers.control import current
 from evq.workers.middleware import Middleware, checked
-from evq.workers.retry import BackoffSpec, backoff_schedule
+from evq.workers.retry import BackoffSpec, backoff_schedule, is_number
 
 
 class _JobMeta(msgspec.StructMeta):
@@ -72,7 +72,7 @@ class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     def progress(self, fraction: float, message: str = "") -> None:
         """Report how far this attempt is, from 0 to 1 (``JobProgress``; at most about 4 a
         second are recorded, and the last one always). Outside a worker it does nothing."""
-        if not _is_number(fraction) or not 0 <= fraction <= 1:
+        if not is_number(fraction) or not 0 <= fraction <= 1:
             raise InvalidArguments(f"progress must be a number from 0 to 1, not {fraction!r}")
         control = current(self)
         if control is not None:
@@ -110,7 +110,7 @@ def check_settings(cls: type[Job]) -> None:
     if not _is_int(cls.tries) or cls.tries < 1:
         raise ConfigError(f"{where}: tries must be an integer of at least 1, not {cls.tries!r}")
     timeout = cls.timeout
-    if timeout is not None and not (_is_number(timeout) and 0 < timeout < math.inf):
+    if timeout is not None and not (is_number(timeout) and 0 < timeout < math.inf):
         raise ConfigError(f"{where}: timeout must be a positive number of seconds or None, "
                           f"not {timeout!r}")
     backoff_schedule(cls.backoff, cls.tries, cls.backoff_base)
@@ -137,10 +137,6 @@ def check_int(value: object, what: str) -> None:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def validated_payload(job: Job) -> bytes:

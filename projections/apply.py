@@ -76,8 +76,9 @@ def _dispatched(e: JobDispatched, seq: int) -> JobRow:
     return JobRow(
         id=e.job_id, name=e.name, queue=e.queue, state=PENDING, priority=e.priority,
         run_at=e.run_at or e.ts, payload=bytes(e.payload).decode(), tries=e.tries,
-        backoff=json_text(e.backoff), timeout=e.timeout, dispatched_at=e.ts, chain_id=e.chain_id,
-        batch_id=e.batch_id, unique_key=e.unique_key, replay_of=e.replay_of, last_seq=seq,
+        backoff=json_text(e.backoff), jitter=e.jitter, timeout=e.timeout, dispatched_at=e.ts,
+        chain_id=e.chain_id, batch_id=e.batch_id, unique_key=e.unique_key,
+        replay_of=e.replay_of, last_seq=seq,
     )
 
 

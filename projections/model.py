@@ -50,6 +50,7 @@ class JobRow(msgspec.Struct, frozen=True):
     cancel_requested: str | None = None  # the reason of a pending cancel request ("" for none)
     progress: float | None = None  # the running attempt's latest report, 0 to 1
     progress_message: str | None = None
+    jitter: float = 0.0  # of the backoff: each retry's wait moves by up to this fraction
     last_seq: int = 0
 
 

@@ -148,3 +148,14 @@ class Reports(evq.Job):
             self.progress(i / self.n, f"{i} of {self.n}")
         self.progress(1.0, "done")
         return self.n
+
+
+class Jittery(evq.Job):
+    """Always fails; retries after 10 s, then 20 s, each ±50%."""
+
+    job_name = "i11.jittery"
+    tries = 3
+    backoff = evq.Exponential(base=10, jitter=0.5)
+
+    def handle(self) -> None:
+        raise ValueError("again")

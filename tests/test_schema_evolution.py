@@ -22,7 +22,8 @@ from evq.projections.store import Store, open_store
 FIXTURES = Path(__file__).parent / "fixtures"
 # Event types and jobs columns added after 0.1.0: the fixture cannot have them.
 NEW_SINCE_V1 = {"JobCancelRequested", "JobProgress"}
-NEW_COLUMNS_SINCE_V1 = ("cancel_requested", "progress", "progress_message")
+NEW_COLUMNS_SINCE_V1 = {"cancel_requested": None, "progress": None, "progress_message": None,
+                        "jitter": 0.0}
 LINES = [json.loads(line) for line in (FIXTURES / "log-v1.jsonl").read_text().splitlines()]
 EXPECTED = json.loads((FIXTURES / "log-v1.expected.json").read_text())
 
@@ -41,7 +42,7 @@ def projections(store: Store) -> dict[str, Any]:
     jobs, queues, types = tables.dump()[0], tables.queue_counts(), tables.type_stats()
     rows = msgspec.to_builtins(jobs)
     for row in rows:  # at their defaults: no event of the fixture sets them
-        assert [row.pop(c) for c in NEW_COLUMNS_SINCE_V1] == [None] * len(NEW_COLUMNS_SINCE_V1)
+        assert {c: row.pop(c) for c in NEW_COLUMNS_SINCE_V1} == NEW_COLUMNS_SINCE_V1
     return {"jobs": rows,
             "queue_stats": [q for q in msgspec.to_builtins(queues)
                             if any(v for k, v in q.items() if k != "queue")],
