@@ -41,6 +41,7 @@ class JobDispatched(Event, frozen=True, tag="JobDispatched"):
     batch_id: str | None = None
     unique_key: str | None = None
     replay_of: str | None = None
+    meta: dict[str, str] = {}  # e.g. the dispatcher's trace context (W3C traceparent)
 
 
 class JobLeased(Event, frozen=True, tag="JobLeased"):

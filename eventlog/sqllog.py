@@ -22,7 +22,7 @@ from .errors import DecodeError, EvqError, StoreError
 from .events import Event, JobDispatched
 
 # 2: the workers table; 3: the minutes table; 4: workers.names; 5: jobs.cancel_requested,
-# jobs.progress, jobs.progress_message and jobs.jitter
+# jobs.progress, jobs.progress_message, jobs.jitter and jobs.meta
 SCHEMA_VERSION = 5
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index

@@ -6,6 +6,7 @@ import functools
 import math
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -108,15 +109,15 @@ class Queue:
                  at: datetime | float | None = None, queue: str | None = None,
                  priority: int | None = None) -> int:
         """Queue ``job``; returns its id. ``delay`` (seconds) or ``at`` (a time) defer it."""
-        event = self._dispatched(job, time.time(), delay, at, queue, priority)
+        event = self._dispatched(job, time.time(), delay, at, queue, priority, _trace())
         return self.store.append([event])[0].seq
 
     def dispatch_many(self, jobs: Iterable[Job], *, delay: float | timedelta | None = None,
                       at: datetime | float | None = None, queue: str | None = None,
                       priority: int | None = None) -> list[int]:
         """Queue many jobs in one transaction: all of them or none. Returns their ids."""
-        now = time.time()
-        events = [self._dispatched(j, now, delay, at, queue, priority) for j in jobs]
+        now, meta = time.time(), _trace()
+        events = [self._dispatched(j, now, delay, at, queue, priority, meta) for j in jobs]
         return [r.seq for r in self.store.append(events)] if events else []
 
     def dispatch_if(self, condition: Any, job: Job, **options: Any) -> int | None:
@@ -201,7 +202,7 @@ class Queue:
 
     def _dispatched(self, job: Job, now: float, delay: float | timedelta | None,
                     at: datetime | float | None, queue: str | None,
-                    priority: int | None) -> JobDispatched:
+                    priority: int | None, meta: dict[str, str]) -> JobDispatched:
         if not isinstance(job, Job):
             raise InvalidArguments(f"{job!r} is not an evq.Job: call .make(...) on a function "
                                    "job, or subclass evq.Job")
@@ -216,7 +217,7 @@ class Queue:
             priority=cls.priority if priority is None else priority,
             run_at=run_at(now, delay, at), tries=cls.tries, backoff=_backoff(cls),
             jitter=cls.backoff.jitter if isinstance(cls.backoff, Backoff) else 0.0,
-            timeout=cls.timeout)
+            timeout=cls.timeout, meta=meta)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -366,6 +367,18 @@ class Queue:
     def health(self, **thresholds: Any) -> health.Health:
         """The queue's health checks and verdict; see :func:`evq.health.check`."""
         return health.check(self.store, **thresholds)
+
+
+def _trace() -> dict[str, str]:
+    """The dispatcher's trace context, if OpenTelemetry is in use here (an application that
+    has not imported it has no span: then this costs a dict lookup)."""
+    if "opentelemetry.trace" not in sys.modules:
+        return {}
+    try:
+        from evq.contrib.otel import current_trace
+    except ImportError:  # a part of OpenTelemetry without its propagators
+        return {}
+    return current_trace()
 
 
 @functools.cache

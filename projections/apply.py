@@ -78,7 +78,7 @@ def _dispatched(e: JobDispatched, seq: int) -> JobRow:
         run_at=e.run_at or e.ts, payload=bytes(e.payload).decode(), tries=e.tries,
         backoff=json_text(e.backoff), jitter=e.jitter, timeout=e.timeout, dispatched_at=e.ts,
         chain_id=e.chain_id, batch_id=e.batch_id, unique_key=e.unique_key,
-        replay_of=e.replay_of, last_seq=seq,
+        replay_of=e.replay_of, meta=json_text(e.meta) if e.meta else None, last_seq=seq,
     )
 
 

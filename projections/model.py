@@ -51,6 +51,7 @@ class JobRow(msgspec.Struct, frozen=True):
     progress: float | None = None  # the running attempt's latest report, 0 to 1
     progress_message: str | None = None
     jitter: float = 0.0  # of the backoff: each retry's wait moves by up to this fraction
+    meta: str | None = None  # JSON object of JobDispatched.meta (the trace context), if any
     last_seq: int = 0
 
 

@@ -97,7 +97,7 @@ def test_a_store_of_schema_version_4_gets_the_new_columns_from_its_log(tmp_path:
               JobProgress(job_id=job, ts=now, attempt=1, fraction=0.5, message="half")])
     q.cancel(job, "why")
     q = reopened_as_of(q, 4, *(f"ALTER TABLE jobs DROP COLUMN {c}" for c in (
-        "cancel_requested", "progress", "progress_message", "jitter")))
+        "cancel_requested", "progress", "progress_message", "jitter", "meta")))
     try:
         assert q.store.schema_was == 4
         row = q.job(job)
@@ -112,7 +112,7 @@ def test_evq_migrate_upgrades_a_postgresql_store_of_schema_version_4(postgres_ur
     job = q.dispatch(Reports(n=1))
     q.cancel(job, "why")
     with q.store.log.transaction():
-        for c in ("cancel_requested", "progress", "progress_message", "jitter"):
+        for c in ("cancel_requested", "progress", "progress_message", "jitter", "meta"):
             q.store.log.execute(f"ALTER TABLE jobs DROP COLUMN {c}")
         q.store.log.execute("UPDATE evq_schema SET version = 4")
     q.close()

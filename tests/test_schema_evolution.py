@@ -23,7 +23,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # Event types and jobs columns added after 0.1.0: the fixture cannot have them.
 NEW_SINCE_V1 = {"JobCancelRequested", "JobProgress"}
 NEW_COLUMNS_SINCE_V1 = {"cancel_requested": None, "progress": None, "progress_message": None,
-                        "jitter": 0.0}
+                        "jitter": 0.0, "meta": None}
 LINES = [json.loads(line) for line in (FIXTURES / "log-v1.jsonl").read_text().splitlines()]
 EXPECTED = json.loads((FIXTURES / "log-v1.expected.json").read_text())
 

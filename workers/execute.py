@@ -109,7 +109,8 @@ def run(row: JobRow, started: float, runner: Callable[[], AsyncRunner],
         job = load(row)
     except (UnknownJob, DecodeError) as exc:
         return failure(row, started, exc, final=True)
-    ctx = JobContext(id=row.id, name=row.name, queue=row.queue, attempt=row.attempt)
+    ctx = JobContext(id=row.id, name=row.name, queue=row.queue, attempt=row.attempt,
+                     meta=_meta(row.meta) if row.meta else {})
 
     def call() -> Any:
         result = job.handle()
@@ -137,6 +138,13 @@ def run(row: JobRow, started: float, runner: Callable[[], AsyncRunner],
         outcome = Outcome([control.cancelled(time.time())])
     outcome.events[:0] = control.unsent()
     return outcome
+
+
+def _meta(text: str) -> dict[str, str]:
+    try:
+        return msgspec.json.decode(text, type=dict[str, str])
+    except msgspec.DecodeError:  # written by another program: no context is better than none
+        return {}
 
 
 def failure(row: JobRow, started: float, exc: BaseException, *, job: Any = None,

@@ -26,6 +26,7 @@ class JobContext(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     queue: str
     attempt: int
+    meta: dict[str, str] = {}  # what the dispatch carried (the dispatcher's trace context)
 
 
 class Middleware:
