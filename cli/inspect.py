@@ -10,6 +10,8 @@ from typing import Any
 import msgspec
 import typer
 
+from evq.eventlog import consumers
+
 from .context import get
 from .output import console, inert, print_json, print_table, seconds, when
 from .timeparse import parse_point
@@ -111,8 +113,8 @@ def print_stats(data: dict[str, Any]) -> None:
 def jobs(
     ctx: typer.Context,
     state: str = typer.Option(None, "--state",
-                              help="pending (ready), delayed, running, succeeded, failed or "
-                                   "cancelled."),
+                              help="pending (ready), delayed, running, succeeded, failed, "
+                                   "cancelled or waiting (for other jobs of its workflow)."),
     queue: str = typer.Option(None, "--queue"),
     name: str = typer.Option(None, "--name"),
     limit: int = typer.Option(100, "--limit", min=1),
@@ -229,6 +231,9 @@ def events(
     limit: int = typer.Option(None, "--limit", min=1),
     follow: bool = typer.Option(False, "--follow", "-f",
                                 help="Keep printing new events until Ctrl-C."),
+    consumer: str = typer.Option(None, "--consumer", help="A durable reader: print what came "
+                                 "after this name's saved position, and save where it got to "
+                                 "(instead of --since)."),
     as_json: bool = typer.Option(False, "--json", help="JSON Lines: one event a line."),
 ) -> None:
     """The log itself, in order."""
@@ -253,10 +258,22 @@ def events(
         filters["until"], filters["until_ts"] = pos, ts
 
     left = limit  # events still to print (None: no limit)
+    reader = None
+    if consumer is not None:
+        if since is not None:
+            raise typer.BadParameter("give --since or --consumer, not both",
+                                     param_hint="--consumer")
+        from evq.subscribers import Subscription
+
+        reader = Subscription(q, consumer, lambda r: None, types=types)
+        start = reader.claim()
+        ctx.call_on_close(lambda: consumers.release(q.store.log, consumer, reader.owner))
 
     def show(since_seq: int) -> int:
         nonlocal left
         last = since_seq
+        if reader is not None:  # all up to the end of the log now, then saved
+            filters["until"] = q.store.log.last_seq()
         for rec in q.events(since=since_seq, limit=left, **filters):
             obj = to_json_obj(rec)
             if as_json:
@@ -267,6 +284,10 @@ def events(
             last = rec.seq
             left = None if left is None else left - 1
         sys.stdout.flush()
+        if reader is not None:
+            if left != 0:
+                last = filters["until"]
+            consumers.save(q.store.log, reader.name, reader.owner, last, time.time())
         return last
 
     last = show(start)

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from enum import StrEnum
+from typing import Any
 
 import typer
 
@@ -86,6 +87,9 @@ def register(app: typer.Typer) -> None:
                               "define the job types to run (a worker claims no other)")
         import_apps(app_modules)
         middleware = load_middleware(middleware_specs)
+        from evq import notifications  # its job types run here; channels: the app or config
+
+        channels = notifications.configured()
         age = parse_age(archive_after) if archive_after is not None else None
         q = get(ctx).queue(create=True)
         queue_list = [s.strip() for s in queues.split(",") if s.strip()]
@@ -108,7 +112,8 @@ def register(app: typer.Typer) -> None:
             command += ["--stop-when-empty"] if stop_when_empty else []
             command += ["--verbose"] if verbose else []
             q.close()
-            with _archiving(q.url, age):  # by the supervisor, not by each of its processes
+            # by the supervisor, not by each of its processes
+            with _archiving(q.url, age), _notifying(q.url, channels, lease):
                 code = _supervise(command, processes, max_memory)
             raise typer.Exit(code)
         worker = q.worker(queues=queue_list, concurrency=concurrency, max_jobs=max_jobs,
@@ -135,7 +140,7 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else on_signal)
         print(f"evq worker {worker.name} on {q.url}: queues {','.join(worker.queues)}, "
               f"concurrency {concurrency}, pool {pool.value}", file=sys.stderr)
-        with _archiving(q.url, age):
+        with _archiving(q.url, age), _notifying(q.url, channels, lease, supervised):
             done = worker.run()
         print(f"evq worker {worker.name} stopped after {done} jobs", file=sys.stderr)
         if worker.stopped_at_once and signals:
@@ -157,6 +162,25 @@ def _archiving(url: str, age: float | None) -> Iterator[None]:
         yield
     finally:
         stop()
+
+
+@contextlib.contextmanager
+def _notifying(url: str, channels: Any, lease: float, off: bool = False) -> Iterator[None]:
+    """Failure notifications, when channels are configured: a notifier on a connection of its
+    own (the supervisor's, under --processes: ``off`` in its worker processes)."""
+    if not channels or off:
+        yield
+        return
+    import evq
+    from evq.notifications import Notifier
+
+    q = evq.connect(url)
+    notifier = Notifier(q, channels, lease=lease).start()
+    try:
+        yield
+    finally:
+        notifier.stop()
+        q.close()
 
 
 def _supervise(command: list[str], processes: int, max_memory: float | None) -> int:

@@ -42,6 +42,14 @@ class JobDispatched(Event, frozen=True, tag="JobDispatched"):
     unique_key: str | None = None
     replay_of: str | None = None
     meta: dict[str, str] = {}  # e.g. the dispatcher's trace context (W3C traceparent)
+    workflow_id: str | None = None  # a workflow's (or chain's) job: the group's id
+    after: list[int] = []  # jobs that must succeed first: until then it waits (state waiting)
+    after_finished: list[int] = []  # jobs that must finish first, whatever their outcome
+    callback_of: str | None = None  # a group's callback job: "<group id>:<success|failure|finally>"
+
+
+class JobReleased(Event, frozen=True, tag="JobReleased"):
+    """waiting -> pending: every job it waited for has finished as it needed."""
 
 
 class JobLeased(Event, frozen=True, tag="JobLeased"):
@@ -119,8 +127,9 @@ class LeaseReleased(Event, frozen=True, tag="LeaseReleased"):
 
 
 class JobCancelled(Event, frozen=True, tag="JobCancelled"):
-    """pending -> cancelled (``attempt`` 0); leased/running -> cancelled: the holder of lease
-    ``attempt`` stopped the job on a cancel request (a stale attempt changes nothing)."""
+    """pending/waiting -> cancelled (``attempt`` 0; a waiting job: a job it waited for failed);
+    leased/running -> cancelled: the holder of lease ``attempt`` stopped the job on a cancel
+    request (a stale attempt changes nothing)."""
 
     reason: str = ""
     attempt: int = 0
@@ -157,6 +166,43 @@ class QueueCleared(Event, frozen=True, tag="QueueCleared"):
     """pending -> (row removed): the job went with ``evq clear`` of its queue."""
 
     queue: str
+
+
+class Callback(msgspec.Struct, frozen=True, kw_only=True):
+    """A job that a group dispatches when it ends: ``on`` success, failure or finally."""
+
+    on: str
+    name: str
+    queue: str
+    payload: msgspec.Raw
+    priority: int = 0
+    tries: int = 1
+    backoff: list[float] = []
+    timeout: float | None = None
+
+
+class GroupCreated(Event, frozen=True):
+    """Base of the events that start a group of jobs (a batch, a workflow or a chain); they
+    concern no job (``job_id`` stays 0): the group's id is the event's position. Its jobs are
+    dispatched after it, in the same commit, naming it."""
+
+    total: int
+    name: str = ""
+    callbacks: list[Callback] = []
+
+
+class BatchCreated(GroupCreated, frozen=True, tag="BatchCreated"):
+    """(none) -> batch running: ``total`` jobs run in parallel; without ``allow_failures`` the
+    first failed job fails the batch (the others still run)."""
+
+    allow_failures: bool = False
+
+
+class WorkflowCreated(GroupCreated, frozen=True, tag="WorkflowCreated"):
+    """(none) -> workflow running: ``total`` jobs, each waiting for the jobs it depends on
+    (``kind`` "chain": one after another)."""
+
+    kind: str = "workflow"
 
 
 class WorkerEvent(Event, frozen=True):
@@ -206,9 +252,12 @@ AnyEvent = (
     | JobCancelled
     | JobCancelRequested
     | JobProgress
+    | JobReleased
     | JobRequeued
     | JobPurged
     | QueueCleared
+    | BatchCreated
+    | WorkflowCreated
     | WorkerStarted
     | WorkerHeartbeat
     | WorkerStopped

@@ -235,11 +235,11 @@ class PostgresLog(SqlLog):
                     for statement in begin:
                         conn.execute(statement)
                     yield conn
-                    if self._woken:
+                    if self._commit.woken:
                         conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
-                                     (self.channel, sorted(self._woken)))
+                                     (self.channel, sorted(self._commit.woken)))
                     conn.execute("COMMIT")
-                woken = self._woken
+                commit = self._commit
             except BaseException as exc:
                 error = self._failed(exc) if isinstance(exc, psycopg.Error) else exc
                 if self._conn is not None and not self._conn.broken:
@@ -252,7 +252,7 @@ class PostgresLog(SqlLog):
                 raise error from None
             finally:
                 self._in_tx = self._writing = self._append_locked = False
-        self._committed(woken)
+        self._committed(commit)
 
     def transaction(self) -> Any:
         return self._tx("BEGIN", "LOCK TABLE jobs IN ROW EXCLUSIVE MODE")
@@ -327,7 +327,7 @@ class PostgresLog(SqlLog):
         got = self.read_rows("SELECT max(version) FROM evq_schema")
         return got[0][0] or 0
 
-    def migrate(self, create_tables: Callable[[], None], *, upgrade: bool = True) -> int:
+    def migrate(self, create_tables: Callable[[int], None], *, upgrade: bool = True) -> int:
         version = self._version()
         self._check_version(version, upgrade=upgrade)
         if version == SCHEMA_VERSION:
@@ -339,7 +339,7 @@ class PostgresLog(SqlLog):
             version = self._version()
             if version < SCHEMA_VERSION:
                 self.run_script(EVENTS_DDL)
-                create_tables()
+                create_tables(version)
                 self.execute("DELETE FROM evq_schema")
                 self.execute("INSERT INTO evq_schema(version) VALUES (?)", (SCHEMA_VERSION,))
         return version

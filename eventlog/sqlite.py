@@ -185,7 +185,7 @@ class SqliteLog(SqlLog):
             try:
                 yield self.conn
                 self.conn.execute("COMMIT")
-                woken = self._woken
+                commit = self._commit
             except BaseException as exc:
                 self._in_tx = False
                 error = self._abort(exc)
@@ -195,7 +195,7 @@ class SqliteLog(SqlLog):
                 raise error from None
             finally:
                 self._in_tx = False
-        self._committed(woken)
+        self._committed(commit)
 
     def exclusive(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction: SQLite's write lock already keeps every other writer out."""
@@ -322,7 +322,7 @@ class SqliteLog(SqlLog):
 
     # -- schema --------------------------------------------------------------------------------
 
-    def migrate(self, create_tables: Callable[[], None], *, upgrade: bool = True) -> int:
+    def migrate(self, create_tables: Callable[[int], None], *, upgrade: bool = True) -> int:
         version = self.read_rows("PRAGMA user_version")[0][0]
         self._check_version(version, upgrade=upgrade)
         if version == SCHEMA_VERSION:
@@ -331,7 +331,7 @@ class SqliteLog(SqlLog):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:
                 self.run_script(EVENTS_DDL)
-                create_tables()
+                create_tables(version)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         return version
 

@@ -21,9 +21,10 @@ from .codec import Record, decode, encode
 from .errors import DecodeError, EvqError, StoreError
 from .events import Event, JobDispatched
 
-# 2: the workers table; 3: the minutes table; 4: workers.names; 5: jobs.cancel_requested,
+# 2: the workers table; 3: the minutes table; 4: workers.names; 5: groups and deps,
+# jobs.workflow_id/after/callback_of, counts.waiting; consumers; 6: jobs.cancel_requested,
 # jobs.progress, jobs.progress_message, jobs.jitter and jobs.meta
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index
 # of events by job (one page less per dispatch); reads by job look it up by position instead.
@@ -104,6 +105,18 @@ class Signals(Protocol):
         """Call ``on_change`` soon after any commit (for viewers that follow the log)."""
 
 
+class Commit:
+    """What a write transaction said of itself, for the listeners of its commit: the queues in
+    which it made work ready, whether it appended, and its notes."""
+
+    __slots__ = ("appended", "notes", "woken")
+
+    def __init__(self) -> None:
+        self.appended = False
+        self.woken: set[str] = set()
+        self.notes: list[Any] = []
+
+
 class SqlLog:
     """The log's rules on top of a store's statements and transactions (see the module)."""
 
@@ -111,9 +124,8 @@ class SqlLog:
     name = ""  # what messages call the store (a file's path, a server's URL without password)
 
     def __init__(self) -> None:
-        self._appended = False
-        self._woken: set[str] = set()
-        self._on_commit: list[Callable[[set[str]], None]] = []
+        self._commit = Commit()
+        self._on_commit: list[Callable[[Commit], None]] = []
 
     # -- what each store supplies --------------------------------------------------------------
 
@@ -155,10 +167,10 @@ class SqlLog:
         """Create a table of these columns (of Python types int, float, str) if it is missing."""
         raise NotImplementedError
 
-    def migrate(self, create_tables: Callable[[], None], *, upgrade: bool = True) -> int:
-        """Create the log and the tables of ``create_tables`` that are missing; refuse newer
-        schemas, and with ``upgrade`` False, older ones. Returns the version the store had (0:
-        new, ``SCHEMA_VERSION``: current)."""
+    def migrate(self, create_tables: Callable[[int], None], *, upgrade: bool = True) -> int:
+        """Create the log and, by ``create_tables`` (given the version found), the tables that
+        are missing; refuse newer schemas, and with ``upgrade`` False, older ones. Returns the
+        version the store had (0: new, ``SCHEMA_VERSION``: current)."""
         raise NotImplementedError
 
     def checkpoint(self, mode: str = "TRUNCATE") -> bool:
@@ -203,24 +215,28 @@ class SqlLog:
 
     # -- commits -------------------------------------------------------------------------------
 
-    def on_commit(self, listener: Callable[[set[str]], None]) -> Callable[[], None]:
-        """Call ``listener`` after each write transaction of this process commits, with the
-        queues in which it made work ready; returns the function that stops it."""
+    def on_commit(self, listener: Callable[[Commit], None]) -> Callable[[], None]:
+        """Call ``listener`` after each write transaction of this process that appended events
+        commits, with what it said of itself; returns the function that stops it."""
         self._on_commit.append(listener)
         return lambda: self._on_commit.remove(listener)
 
     def wake_after_commit(self, queues: Iterable[str]) -> None:
         """Inside a transaction: say that it makes work ready in ``queues``."""
-        self._woken.update(queues)
+        self._commit.woken.update(queues)
+
+    def note(self, items: Iterable[Any]) -> None:
+        """Inside a transaction: hand ``items`` to the listeners of its commit (dropped if it
+        rolls back)."""
+        self._commit.notes.extend(items)
 
     def _begun(self) -> None:
-        self._appended = False
-        self._woken = set()
+        self._commit = Commit()
 
-    def _committed(self, woken: set[str]) -> None:
-        if self._appended:
+    def _committed(self, commit: Commit) -> None:
+        if commit.appended:
             for listener in self._on_commit:
-                listener(woken)
+                listener(commit)
 
     # -- the log -------------------------------------------------------------------------------
 
@@ -245,7 +261,7 @@ class SqlLog:
             rows.append((seq, e.ts, e.__struct_config__.tag, e.job_id, q, encode(e).decode()))
         self.executemany("INSERT INTO events(seq, ts, type, job_id, queue, body) "
                          "VALUES (?, ?, ?, ?, ?, ?)", rows)
-        self._appended = self._appended or bool(rows)
+        self._commit.appended = self._commit.appended or bool(rows)
         return records
 
     def read(self, *, since: int = 0, until: int | None = None, job_id: int | None = None,

@@ -34,8 +34,12 @@ from evq.eventlog.errors import (
 
 if TYPE_CHECKING:
     from evq.api import Queue, connect, default_queue, use
+    from evq.compose import Batch, Chain, Node, Workflow, batch, chain, workflow
+    from evq.hooks import QueueEvent, on
     from evq.jobs import FunctionJob, Job, job
+    from evq.notifications import notify
     from evq.projections.model import JobRow
+    from evq.subscribers import Subscription, subscribe
     from evq.workers.middleware import JobContext, Middleware
     from evq.workers.retry import Exponential, Fixed, Linear
     from evq.workers.worker import Worker
@@ -49,6 +53,11 @@ _LAZY = {
     "Middleware": "evq.workers.middleware", "JobContext": "evq.workers.middleware",
     "Exponential": "evq.workers.retry", "Linear": "evq.workers.retry",
     "Fixed": "evq.workers.retry",
+    "Batch": "evq.compose", "Chain": "evq.compose", "Node": "evq.compose",
+    "Workflow": "evq.compose", "batch": "evq.compose", "chain": "evq.compose",
+    "workflow": "evq.compose", "QueueEvent": "evq.hooks", "on": "evq.hooks",
+    "Subscription": "evq.subscribers", "subscribe": "evq.subscribers",
+    "notify": "evq.notifications",
 }
 
 
@@ -64,6 +73,8 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "Batch",
+    "Chain",
     "ConfigError",
     "DecodeError",
     "EvqError",
@@ -78,17 +89,27 @@ __all__ = [
     "JobRow",
     "Linear",
     "Middleware",
+    "Node",
     "NotFound",
     "Queue",
+    "QueueEvent",
     "StoreBusy",
     "StoreCorrupt",
     "StoreError",
     "StoreFull",
     "StoreMissing",
+    "Subscription",
     "UnknownJob",
     "Worker",
+    "Workflow",
+    "batch",
+    "chain",
     "connect",
     "default_queue",
     "job",
+    "notify",
+    "on",
+    "subscribe",
     "use",
+    "workflow",
 ]

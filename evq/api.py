@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -43,11 +43,14 @@ from evq.projections.store import Store, open_store
 from evq.workers import registry
 from evq.workers.retry import Backoff, backoff_schedule
 
-from . import health
+from . import health, hooks
 from .jobs import LATEST_TIME, Job, check_int, check_payload, check_queue, validated_payload
 
 if TYPE_CHECKING:
     from evq.workers.worker import Worker
+
+    from .compose import Batch, Chain, Workflow
+    from .subscribers import Handler, Subscription
 
 DEFAULT_URL = "sqlite:///evq.db"
 
@@ -92,6 +95,10 @@ class Queue:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._commits = threading.Condition()  # notified after each commit (see wait_for)
+        self._seen_commits = 0
+        self._watch: Any = None
+        store.observe(hooks.emit)
 
     @property
     def url(self) -> str:
@@ -101,6 +108,10 @@ class Queue:
         return f"<evq.Queue {self.url}>"
 
     def close(self) -> None:
+        with self._commits:
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
         self.store.close()
 
     # -- dispatch ------------------------------------------------------------------------------
@@ -109,7 +120,7 @@ class Queue:
                  at: datetime | float | None = None, queue: str | None = None,
                  priority: int | None = None) -> int:
         """Queue ``job``; returns its id. ``delay`` (seconds) or ``at`` (a time) defer it."""
-        event = self._dispatched(job, time.time(), delay, at, queue, priority, _trace())
+        event = self._dispatched(job, time.time(), delay, at, queue, priority)
         return self.store.append([event])[0].seq
 
     def dispatch_many(self, jobs: Iterable[Job], *, delay: float | timedelta | None = None,
@@ -202,7 +213,10 @@ class Queue:
 
     def _dispatched(self, job: Job, now: float, delay: float | timedelta | None,
                     at: datetime | float | None, queue: str | None,
-                    priority: int | None, meta: dict[str, str]) -> JobDispatched:
+                    priority: int | None, meta: dict[str, str] | None = None
+                    ) -> JobDispatched:
+        """The event that dispatches ``job``; ``meta``: what it carries (default: the
+        dispatcher's trace context)."""
         if not isinstance(job, Job):
             raise InvalidArguments(f"{job!r} is not an evq.Job: call .make(...) on a function "
                                    "job, or subclass evq.Job")
@@ -217,7 +231,99 @@ class Queue:
             priority=cls.priority if priority is None else priority,
             run_at=run_at(now, delay, at), tries=cls.tries, backoff=_backoff(cls),
             jitter=cls.backoff.jitter if isinstance(cls.backoff, Backoff) else 0.0,
-            timeout=cls.timeout, meta=meta)
+            timeout=cls.timeout, meta=_trace() if meta is None else meta)
+
+    # -- composing -----------------------------------------------------------------------------
+
+    def chain(self, *jobs: Job, name: str = "") -> Chain:
+        """Jobs to run one after another (see :mod:`evq.compose`); ``.dispatch()`` them."""
+        from .compose import Chain
+
+        return Chain(jobs, self, name=name)
+
+    def workflow(self, *, name: str = "") -> Workflow:
+        """An empty workflow: ``add`` jobs with what they wait for, then ``dispatch``."""
+        from .compose import Workflow
+
+        return Workflow(self, name=name)
+
+    def batch(self, jobs: Iterable[Job], *, name: str = "") -> Batch:
+        """Jobs to run in parallel as one batch, with callbacks; ``.dispatch()`` it."""
+        from .compose import Batch
+
+        return Batch(jobs, self, name=name)
+
+    def group(self, group_id: int) -> dict[str, Any]:
+        """A batch's or workflow's progress (a workflow's with each job's state)."""
+        from .compose import group_status
+
+        return group_status(self, group_id)
+
+    def groups(self, kind: str | None = None, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Batches (``kind="batch"``), workflows or chains, newest first, as :meth:`group`
+        without the jobs."""
+        from .compose import group_status
+
+        rows = self.store.groups.find(kind, limit)
+        return [{k: v for k, v in group_status(self, r.id).items() if k != "jobs"}
+                for r in rows]
+
+    def subscribe(self, name: str, fn: Handler, *, types: Sequence[str] = (), since: int = 0,
+                  batch: int = 500, lease: float = 30.0) -> Subscription:
+        """A durable subscriber of this store's log, started (see :mod:`evq.subscribers`)."""
+        from .subscribers import subscribe
+
+        return subscribe(name, fn, types=types, since=since, batch=batch, lease=lease,
+                         queue=self)
+
+    # -- results -------------------------------------------------------------------------------
+
+    def result(self, job_id: int, timeout: float | None = None) -> Any:
+        """Wait for a job to end and return its result; raises ``evq.JobFailed`` (with the
+        error's type and message) if it failed or was cancelled, ``TimeoutError`` after
+        ``timeout`` seconds. Woken by the store's commits, not a busy loop."""
+        self.job(job_id)  # an unknown id is an error at once
+        self.wait_for(lambda: self.job(job_id).state in FINISHED, timeout,
+                      f"job {job_id} has not finished")
+        row = self.job(job_id)
+        if row.state == SUCCEEDED:
+            return None if row.result is None else msgspec.json.decode(row.result)
+        if row.state == CANCELLED:
+            raise JobFailed(f"{row.name} job {row.id} was cancelled"
+                            + (f": {row.error}" if row.error else ""),
+                            error_type="JobCancelled", message=row.error or "")
+        raise JobFailed(f"{row.name} job {row.id} failed: {row.error_type}: {row.error}",
+                        error_type=row.error_type or "", message=row.error or "")
+
+    async def aresult(self, job_id: int, timeout: float | None = None) -> Any:
+        """:meth:`result`, without blocking the event loop."""
+        import asyncio
+
+        return await asyncio.to_thread(self.result, job_id, timeout)
+
+    def wait_for(self, done: Callable[[], bool], timeout: float | None, what: str) -> None:
+        """Block until ``done()`` is true, checking after each commit to the store (and at
+        least every few seconds); ``TimeoutError(what)`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._commits:
+            if self._watch is None:  # one watch for every waiter, for the queue's life
+                self._watch = self.store.watch(None, self._committed)
+        while True:
+            with self._commits:
+                seen = self._seen_commits
+            if done():
+                return
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"{what} after {timeout:g} s")
+            with self._commits:
+                if self._seen_commits == seen:
+                    self._commits.wait(5.0 if left is None else min(left, 5.0))
+
+    def _committed(self) -> None:
+        with self._commits:
+            self._seen_commits += 1
+            self._commits.notify_all()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -243,7 +349,8 @@ class Queue:
     def jobs(self, state: str | None = None, *, queue: str | None = None,
              name: str | None = None, limit: int = 100) -> list[JobRow]:
         """Jobs in one state (``pending``: ready now; ``delayed``; ``running``: leased or
-        running; ``succeeded``, ``failed``, ``cancelled``), oldest first."""
+        running; ``succeeded``, ``failed``, ``cancelled``; ``waiting`` for other jobs of their
+        workflow), oldest first."""
         return self.store.tables.find(**_job_filters(state, queue, name), limit=limit)
 
     def count_jobs(self, state: str | None = None, *, queue: str | None = None,
@@ -432,9 +539,9 @@ def _job_filters(state: str | None, queue: str | None, name: str | None) -> dict
             filters.update(states=[PENDING], due_after=now)
         case "running":
             filters.update(states=["leased", "running"])
-        case "succeeded" | "failed" | "cancelled":
+        case "succeeded" | "failed" | "cancelled" | "waiting":
             filters.update(states=[state])
         case _:
             raise InvalidArguments(f"unknown state {state!r}: use pending, delayed, "
-                                   "running, succeeded, failed or cancelled")
+                                   "running, succeeded, failed, cancelled or waiting")
     return filters

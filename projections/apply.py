@@ -15,7 +15,9 @@ import msgspec
 from msgspec.structs import replace
 
 from evq.eventlog.events import (
+    BatchCreated,
     Event,
+    GroupCreated,
     JobCancelled,
     JobCancelRequested,
     JobDead,
@@ -24,6 +26,7 @@ from evq.eventlog.events import (
     JobLeased,
     JobProgress,
     JobPurged,
+    JobReleased,
     JobRequeued,
     JobRetryScheduled,
     JobStarted,
@@ -37,6 +40,7 @@ from evq.eventlog.events import (
     WorkerHeartbeat,
     WorkerStarted,
     WorkerStopped,
+    WorkflowCreated,
 )
 
 from .model import (
@@ -48,6 +52,8 @@ from .model import (
     PENDING,
     RUNNING,
     SUCCEEDED,
+    WAITING,
+    GroupRow,
     JobRow,
     WorkerRow,
 )
@@ -73,12 +79,15 @@ _REMOVED = JobRow(0, "", "", "", 0, 0.0, "", 0, "", None, 0.0)
 
 
 def _dispatched(e: JobDispatched, seq: int) -> JobRow:
+    after = [[i, False] for i in e.after] + [[i, True] for i in e.after_finished]
     return JobRow(
-        id=e.job_id, name=e.name, queue=e.queue, state=PENDING, priority=e.priority,
+        id=e.job_id, name=e.name, queue=e.queue, state=WAITING if after else PENDING,
+        priority=e.priority,
         run_at=e.run_at or e.ts, payload=bytes(e.payload).decode(), tries=e.tries,
         backoff=json_text(e.backoff), jitter=e.jitter, timeout=e.timeout, dispatched_at=e.ts,
         chain_id=e.chain_id, batch_id=e.batch_id, unique_key=e.unique_key,
-        replay_of=e.replay_of, meta=json_text(e.meta) if e.meta else None, last_seq=seq,
+        replay_of=e.replay_of, workflow_id=e.workflow_id, after=json_text(after) if after else None,
+        callback_of=e.callback_of, meta=json_text(e.meta) if e.meta else None, last_seq=seq,
     )
 
 
@@ -128,9 +137,11 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
             return replace(row, state=PENDING, worker=None, lease_expires=None)
         case JobCancelRequested() if held:
             return replace(row, cancel_requested=event.reason)
-        case JobCancelled() if (row.state == PENDING and not event.attempt) or held:
+        case JobCancelled() if (row.state in (PENDING, WAITING) and not event.attempt) or held:
             return replace(row, state=CANCELLED, finished_at=event.ts, error=event.reason or None,
                            lease_expires=None)
+        case JobReleased() if row.state == WAITING:
+            return replace(row, state=PENDING, run_at=max(row.run_at, event.ts))
         case JobRequeued() if row.state in (FAILED, CANCELLED):
             return replace(row, state=PENDING, run_at=event.run_at or event.ts, failures=0,
                            worker=None, finished_at=None, cancel_requested=None)
@@ -159,6 +170,37 @@ def apply_worker(row: WorkerRow | None, event: WorkerEvent) -> WorkerRow:
     return row
 
 
+def group_created(event: GroupCreated, seq: int) -> GroupRow:
+    """The ``groups`` row of a new batch or workflow (its id: the event's position)."""
+    return GroupRow(
+        id=seq, kind=event.kind if isinstance(event, WorkflowCreated) else "batch",
+        name=event.name, total=event.total, created_at=event.ts, updated_at=event.ts,
+        allow_failures=int(isinstance(event, BatchCreated) and event.allow_failures),
+        callbacks=json_text(event.callbacks))
+
+
+def apply_group(row: GroupRow, delta: dict[str, float]) -> GroupRow:
+    """A group's row after its jobs' changes in ``delta`` (from :class:`Deltas`): how many
+    ended how, the callbacks dispatched, and ``ts``, the latest time of those changes."""
+    counts = {f: int(getattr(row, f) + delta.get(f, 0)) for f in _GROUP_TOTALS}
+    new = replace(row, **counts)
+    if "ts" in delta:
+        updated = max(row.updated_at, delta["ts"])
+        new = replace(new, updated_at=updated,
+                      finished_at=updated if new.pending <= 0 else None)
+    return new
+
+
+_GROUP_TOTALS = ("succeeded", "failed", "cancelled", "fired_success", "fired_failure",
+                 "fired_finally")
+
+
+def group_of(row: JobRow) -> int | None:
+    """The id of the batch or workflow ``row``'s job belongs to, if any."""
+    gid = row.batch_id or row.workflow_id
+    return int(gid) if gid is not None and gid.isdigit() else None
+
+
 # The totals of ``counts`` that an event adds one to, when it changes its job's row.
 _TOTALS: dict[type[Event], tuple[str, ...]] = {
     JobDispatched: ("dispatched",),
@@ -185,6 +227,8 @@ class Deltas:
             lambda: defaultdict(int))
         self.minutes: defaultdict[tuple[int, str, str], defaultdict[str, float]] = defaultdict(
             lambda: defaultdict(int))
+        self.groups: defaultdict[int, dict[str, float]] = defaultdict(dict)
+        self.waiting = False  # a job began or stopped waiting for others
 
     def add(self, old: JobRow | None, new: JobRow | None, event: Event) -> None:
         """Count the effect of one applied event (``new is old``: it changed nothing)."""
@@ -192,6 +236,9 @@ class Deltas:
             return
         row = new or old
         assert row is not None
+        self._group(old, new, event)
+        if WAITING in (old and old.state, new and new.state):
+            self.waiting = True
         c = self.counts[row.queue, row.name]
         if old is None or new is None or old.state != new.state:
             if old is not None:
@@ -215,5 +262,26 @@ class Deltas:
             if type(event) is JobSucceeded:
                 m["total_duration"] += event.duration  # type: ignore[attr-defined]
 
+    def _group(self, old: JobRow | None, new: JobRow | None, event: Event) -> None:
+        """Count a job's end (or its retry after an end) in its group, and a callback job's
+        dispatch in the group it is the callback of."""
+        if old is None and new is not None and new.callback_of:
+            of, _, on = new.callback_of.partition(":")
+            if of.isdigit() and on in ("success", "failure", "finally"):
+                fired = self.groups[int(of)]
+                fired[f"fired_{on}"] = fired.get(f"fired_{on}", 0) + 1
+        if old is None or new is None:
+            return
+        gid = group_of(new)
+        if gid is None:
+            return
+        was, now = old.state in FINISHED, new.state in FINISHED
+        if was == now:
+            return
+        g = self.groups[gid]
+        state = new.state if now else old.state
+        g[state] = g.get(state, 0) + (1 if now else -1)
+        g["ts"] = max(g.get("ts", 0.0), event.ts)
+
     def __bool__(self) -> bool:
-        return bool(self.counts)
+        return bool(self.counts or self.groups)

@@ -12,7 +12,8 @@ RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
-STATES = (PENDING, LEASED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+WAITING = "waiting"  # a workflow's job whose dependencies have not finished yet
+STATES = (PENDING, LEASED, RUNNING, SUCCEEDED, FAILED, CANCELLED, WAITING)
 HELD = (LEASED, RUNNING)  # states in which a worker holds a lease
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
 
@@ -47,6 +48,9 @@ class JobRow(msgspec.Struct, frozen=True):
     batch_id: str | None = None
     unique_key: str | None = None
     replay_of: str | None = None
+    workflow_id: str | None = None
+    after: str | None = None  # JSON [[job id, ignore its failure], ...]: what it waits for
+    callback_of: str | None = None  # "<group id>:<on>" for a group's callback job
     cancel_requested: str | None = None  # the reason of a pending cancel request ("" for none)
     progress: float | None = None  # the running attempt's latest report, 0 to 1
     progress_message: str | None = None
@@ -65,6 +69,7 @@ class QueueCounts(msgspec.Struct):
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
+    waiting: int = 0
 
 
 class JobTypeStats(msgspec.Struct):
@@ -99,6 +104,7 @@ class Counts(msgspec.Struct):
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
+    waiting: int = 0
     dispatched: int = 0
     started: int = 0
     successes: int = 0  # job_type_stats.succeeded
@@ -141,6 +147,43 @@ class WorkerRow(msgspec.Struct, frozen=True):
     names: str = ""  # comma-separated: the job types it runs
 
 
+class GroupRow(msgspec.Struct, frozen=True):
+    """The ``groups`` table: one batch, workflow or chain, and how many of its jobs ended how.
+
+    ``fired_*`` count the callback jobs dispatched (0 or 1 each): a callback runs once."""
+
+    id: int  # the position of its BatchCreated or WorkflowCreated event
+    kind: str  # batch, workflow or chain
+    name: str
+    total: int
+    created_at: float
+    allow_failures: int = 0
+    callbacks: str = "[]"  # JSON list of evq.eventlog.events.Callback
+    succeeded: int = 0
+    failed: int = 0  # its jobs that ended failed (dead)
+    cancelled: int = 0
+    updated_at: float = 0.0  # the latest time one of its jobs ended (or was retried)
+    finished_at: float | None = None  # updated_at once every job has ended, else None
+    fired_success: int = 0
+    fired_failure: int = 0
+    fired_finally: int = 0
+
+    @property
+    def pending(self) -> int:
+        """Its jobs that have not ended yet."""
+        return self.total - self.succeeded - self.failed - self.cancelled
+
+    @property
+    def state(self) -> str:
+        """running, succeeded, failed (a job failed or was cancelled, unless the group allows
+        failures), or finished (ended, with failures allowed)."""
+        if self.failed + self.cancelled and not self.allow_failures:
+            return "failed"
+        if self.pending > 0:
+            return "running"
+        return "succeeded" if not self.failed + self.cancelled else "finished"
+
+
 JOB_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobRow))
 QUEUE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(QueueCounts))
 TYPE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(JobTypeStats))
@@ -148,6 +191,7 @@ COUNT_COLUMNS = tuple(f.name for f in msgspec.structs.fields(Counts))
 MINUTE_COLUMNS = tuple(f.name for f in msgspec.structs.fields(MinuteCounts))
 TYPE_SOURCES = {"succeeded": "successes"}  # job_type_stats columns named otherwise in counts
 WORKER_COLUMNS = tuple(f.name for f in msgspec.structs.fields(WorkerRow))
+GROUP_COLUMNS = tuple(f.name for f in msgspec.structs.fields(GroupRow))
 
 
 def malformed(row: JobRow) -> str | None:

@@ -25,6 +25,7 @@ from evq.eventlog.sqllog import SqlLog
 
 from . import snapshot
 from .apply import Deltas
+from .groups import group_events
 from .model import JOB_COLUMNS, JobRow
 from .tables import row_writes
 from .workers import worker_events
@@ -69,7 +70,7 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
         deltas = Deltas()
         first = start.seq if start else 0
         copied: list[Row] = []
-        workers: list[Record] = []  # worker events (job id 0), for the workers table
+        unattached: list[Record] = []  # events of no job: workers' and groups' beginnings
         count = 0
         last = first  # the position of the last event replayed
 
@@ -92,7 +93,7 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
                     progress(count, end - first)
                 record = decode_row(row)
                 if not record.event.job_id:
-                    workers.append(record)
+                    unattached.append(record)
                 yield record
 
         from .store import _apply_all
@@ -100,7 +101,9 @@ def replay(source: Store, *, into: Store | None = None, since: int | None = None
         _apply_all(records(), rows, deltas)
         _copy(target.log, copied)
         _write(target, rows, deltas, start.counters if start else {})
-        target.workers.record(worker_events(workers))
+        target.workers.record(worker_events(unattached))
+        target.groups.record(group_events(unattached), deltas.groups)
+        target.groups.reindex_deps(rows.values())
     if progress:
         progress(count, count)
     return Replayed(count, first, last, start.ts if start else None)

@@ -22,7 +22,14 @@ import msgspec
 
 from evq.eventlog.sqllog import SqlLog, Where
 
-from .model import COUNT_COLUMNS, JOB_COLUMNS, MINUTE_COLUMNS, WORKER_COLUMNS, JobRow
+from .model import (
+    COUNT_COLUMNS,
+    GROUP_COLUMNS,
+    JOB_COLUMNS,
+    MINUTE_COLUMNS,
+    WORKER_COLUMNS,
+    JobRow,
+)
 
 SNAPSHOTS_DDL = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -35,7 +42,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 # The projection tables beside ``jobs`` (counters and the workers), with their columns: what a
 # snapshot holds and a replay rebuilds. A new projection table is added here.
-COUNTER_TABLES = {"counts": COUNT_COLUMNS, "minutes": MINUTE_COLUMNS, "workers": WORKER_COLUMNS}
+COUNTER_TABLES = {"counts": COUNT_COLUMNS, "minutes": MINUTE_COLUMNS, "workers": WORKER_COLUMNS,
+                  "groups": GROUP_COLUMNS}
+# Counters a version added after some snapshots were taken: restored as 0 from those.
+_ADDED = {"counts": {"waiting": 0}}
 
 Table = tuple[list[str], list[tuple]]  # column names, rows
 _decoder = msgspec.msgpack.Decoder(dict[str, tuple[list[str], list[tuple]]])
@@ -93,6 +103,10 @@ def restore_counters(log: SqlLog, counters: dict[str, Table]) -> None:
     for name in COUNTER_TABLES:
         log.execute(f"DELETE FROM {name}")
         columns, rows = counters.get(name, ([], []))
+        added = {c: v for c, v in _ADDED.get(name, {}).items() if c not in columns}
+        if rows and added:
+            columns = [*columns, *added]
+            rows = [(*r, *added.values()) for r in rows]
         if rows:
             log.executemany(f"INSERT INTO {name}({', '.join(columns)}) "
                             f"VALUES ({', '.join('?' * len(columns))})", rows)

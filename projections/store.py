@@ -17,20 +17,24 @@ from urllib.parse import parse_qsl, urlsplit
 
 from msgspec.structs import replace
 
+from evq.eventlog import consumers
 from evq.eventlog.codec import Record
 from evq.eventlog.errors import ConfigError
 from evq.eventlog.events import Event
 from evq.eventlog.sqlite import SqliteLog
-from evq.eventlog.sqllog import SCHEMA_VERSION, SqlLog
+from evq.eventlog.sqllog import SCHEMA_VERSION, Commit, SqlLog
 
+from . import flow
 from .apply import Deltas, apply
-from .model import PENDING, Counts, JobRow, MinuteCounts
+from .groups import GroupTable, dependencies, group_events
+from .model import FINISHED, PENDING, Counts, JobRow, MinuteCounts
 from .tables import SqlTables, row_writes
 from .workers import WorkerTable, worker_events
 
 _C = TypeVar("_C", Counts, MinuteCounts)
 Select = Callable[[SqlTables], Iterable[JobRow]]
 Decide = Callable[[JobRow], Sequence[Event]]
+Observer = Callable[[list[tuple[Record, JobRow | None]]], None]
 
 
 class Store:
@@ -43,20 +47,13 @@ class Store:
         self.url = url
         self.tables = SqlTables(log)
         self.workers = WorkerTable(log)
-        self.schema_was = found = log.migrate(
-            lambda: (SqlTables.create(log), WorkerTable.create(log)), upgrade=upgrade)
-        if 0 < found < 4:  # version 4 adds workers.names: the table is made again
-            with log.transaction():
-                log.run_script("DROP TABLE workers")
-                WorkerTable.create(log)
-        if 0 < found < 5:  # version 5 adds columns to jobs: made again, filled by the rebuild
-            with log.transaction():
-                log.run_script("DROP TABLE jobs")
-                SqlTables.create(log)
+        self.groups = GroupTable(log)
+        self.schema_was = found = log.migrate(_create_tables(log), upgrade=upgrade)
         if 0 < found < SCHEMA_VERSION:  # derive what the new tables and columns hold
             self.rebuild()
         self._signals = log.signals()
         self._watches: list[_LocalWatch] = []
+        self._observers: list[Observer] = []
         log.on_commit(self._committed)
 
     @classmethod
@@ -84,12 +81,29 @@ class Store:
                      else self._signals.watch(queues, on_change))
         return Watch(lambda: self._watches.remove(local), files)
 
-    def _committed(self, woken: set[str]) -> None:
+    def observe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer`` after each commit of this process, with the events it appended,
+        each with its job's row (None for events of no job); returns what stops it."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    def _committed(self, commit: Commit) -> None:
+        woken = commit.woken
         for w in list(self._watches):
             if w.queues is None or not w.queues.isdisjoint(woken):
                 w.on_change()
         if woken and self._signals is not None:
             self._signals.announce(woken)
+        if commit.notes:
+            for observer in list(self._observers):
+                observer(commit.notes)
+
+    def _note(self, records: Sequence[Record], *rows: Mapping[int, JobRow]) -> None:
+        """For the observers: each record with its job's row (in the first of ``rows`` that
+        has it)."""
+        if self._observers:
+            self.log.note((r, next((m[r.event.job_id] for m in rows if r.event.job_id in m),
+                                   None)) for r in records)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -114,6 +128,8 @@ class Store:
                 self.tables.bump(ready.deltas)
                 self.log.wake_after_commit(_woken(ready.changed, ready.before))
                 ready.update(held, records[0].seq - 1)  # type: ignore[arg-type]
+                self._note(records, ready.changed, ready.before)
+                self._follow(records, ready.changed, ready.before, ready.deltas, {})
                 return records
             rows: dict[int, JobRow] = {}
             records = self._record(events, rows)
@@ -191,7 +207,35 @@ class Store:
         self.tables.bump(deltas)
         self.log.wake_after_commit(_woken(changed, before))
         self.workers.record(worker_events(records))
+        self._note(records, rows, before)
+        self._follow(records, changed, before, deltas, rows)
         return records
+
+    def _follow(self, records: Sequence[Record], changed: dict[int, JobRow],
+                before: Mapping[int, JobRow], deltas: Deltas, rows: dict[int, JobRow]) -> None:
+        """Keep ``groups`` and ``deps``, and append what the changes call for (see
+        :mod:`.flow`): the jobs waiting for an ended job released or cancelled, groups'
+        callbacks dispatched; in the same transaction."""
+        created = group_events(records)
+        if not (created or deltas.groups or deltas.waiting):
+            return
+        if deltas.waiting:
+            self.groups.index_deps(changed.values(), before)
+        now = max(r.event.ts for r in records)  # what follows happens as the last change did
+        follow: list[Event] = []
+        for old, new in self.groups.record(created, deltas.groups).values():
+            follow += flow.callbacks(old, new, now)
+        ended = [i for i, r in changed.items() if r.workflow_id and r.state in FINISHED
+                 and i in before and before[i].state not in FINISHED]
+        waiting = self.groups.dependents(ended)
+        if waiting:
+            rows.update(self.tables.load(i for i in waiting if i not in rows))
+            states = self.tables.states({d for i in waiting if i in rows
+                                         for d, _ in dependencies(rows[i])})
+            follow += [e for i in waiting if i in rows
+                       if (e := flow.release_or_cancel(rows[i], states, now)) is not None]
+        if follow:
+            self._record(follow, rows)
 
     # -- replay --------------------------------------------------------------------------------
 
@@ -225,7 +269,8 @@ class Store:
                                   ("queue", "name")),
                                  ("minute", _nonzero(mine[2], 3), _nonzero(theirs[2], 3),
                                   ("minute", "queue", "name")),
-                                 ("worker", self.workers.all(), other.workers.all(), ("name",))):
+                                 ("worker", self.workers.all(), other.workers.all(), ("name",)),
+                                 ("group", self.groups.all(), other.groups.all(), ("id",))):
             left = {tuple(getattr(r, k) for k in key): r for r in a}
             right = {tuple(getattr(r, k) for k in key): r for r in b}
             for k in sorted(left.keys() | right.keys()):
@@ -242,6 +287,22 @@ class Store:
 
     def close(self) -> None:
         self.log.close()
+
+
+def _create_tables(log: SqlLog) -> Callable[[int], None]:
+    """What creates the projection tables of a store found at a schema version (0: new);
+    tables whose columns changed since are made again (and filled by a rebuild)."""
+    def create(found: int) -> None:
+        if 0 < found < 4:  # version 4 adds workers.names
+            log.run_script("DROP TABLE IF EXISTS workers")
+        if 0 < found < 6:  # versions 5 and 6 add columns to jobs (5: and to counts)
+            SqlTables.drop(log)
+        SqlTables.create(log)
+        WorkerTable.create(log)
+        GroupTable.create(log)
+        consumers.create(log)
+
+    return create
 
 
 class _Applied:

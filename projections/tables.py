@@ -55,6 +55,8 @@ CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE {HELD_NOW};
 CREATE INDEX IF NOT EXISTS jobs_stopped ON jobs(state, id) WHERE {STOPPED};
 -- the copies of a job (evq replay --redispatch): jobs that are not copies have no entry
 CREATE INDEX IF NOT EXISTS {LINKS_INDEX} ON jobs(replay_of) WHERE replay_of IS NOT NULL;
+-- the jobs of a workflow (or chain)
+CREATE INDEX IF NOT EXISTS jobs_workflows ON jobs(workflow_id) WHERE workflow_id IS NOT NULL;
 """
 
 # For find(): the partial index that covers a set of states, and its condition.
@@ -70,6 +72,13 @@ _INSERT_JOB = f"INSERT INTO jobs({_COLS}) VALUES ({', '.join('?' * len(JOB_COLUM
 def _update_sql(columns: tuple[int, ...]) -> str:
     return (f"UPDATE jobs SET {', '.join(f'{JOB_COLUMNS[i]} = ?' for i in columns)} "
             "WHERE id = ?")
+
+
+def replace_sql(table: str, columns: Sequence[str]) -> str:
+    """An upsert that writes whole rows, keyed by the first column."""
+    return (f"INSERT INTO {table}({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            f"ON CONFLICT({columns[0]}) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in columns[1:]))
 
 
 def _bump_sql(table: str, columns: Sequence[str], key: int) -> str:
@@ -89,7 +98,7 @@ def _view(name: str, key: str, struct: type) -> str:
     """A view that sums ``counts`` by ``key``; sums of counts stay integers (PostgreSQL would
     give numerics)."""
     sums = []
-    for c, kind in list(_columns(struct).items())[1:]:
+    for c, kind in list(column_types(struct).items())[1:]:
         total = f"sum({TYPE_SOURCES.get(c, c) if key == 'name' else c})"
         sums.append(f"{f'CAST({total} AS BIGINT)' if kind is int else total} AS {c}")
     return (f"CREATE VIEW IF NOT EXISTS {name} AS SELECT {key}, {', '.join(sums)} FROM counts "
@@ -123,7 +132,7 @@ def row_writes(rows: Iterable[JobRow], removed: Iterable[int],
     return RowWrites(inserts, dict(updates), list(removed))
 
 
-def _columns(struct: type) -> dict[str, type]:
+def column_types(struct: type) -> dict[str, type]:
     types: dict[str, type] = {}
     for f in msgspec.structs.fields(struct):
         t = f.type
@@ -162,25 +171,37 @@ class SqlTables:
     @staticmethod
     def create(log: SqlLog) -> None:
         """Create the tables and indexes (inside the schema transaction)."""
-        log.create_table("jobs", _columns(JobRow), ("id",))
-        log.create_table("counts", _columns(Counts), ("queue", "name"))
-        log.create_table("minutes", _columns(MinuteCounts), ("minute", "queue", "name"))
+        log.create_table("jobs", column_types(JobRow), ("id",))
+        log.create_table("counts", column_types(Counts), ("queue", "name"))
+        log.create_table("minutes", column_types(MinuteCounts), ("minute", "queue", "name"))
         log.run_script(INDEXES)
         log.run_script(VIEWS)
         log.run_script(SNAPSHOTS_DDL)
 
+    @staticmethod
+    def drop(log: SqlLog) -> None:
+        """Drop ``jobs`` and the counter tables with their views (to make them anew)."""
+        log.run_script("DROP VIEW IF EXISTS queue_stats; DROP VIEW IF EXISTS job_type_stats; "
+                       "DROP TABLE IF EXISTS jobs; DROP TABLE IF EXISTS counts")
+
     # -- writes (inside a transaction) ---------------------------------------------------------
 
     def load(self, ids: Iterable[int]) -> dict[int, JobRow]:
+        """The rows of these jobs, locked against other writers."""
+        return {t[0]: JobRow(*t) for t in self._by_id(_COLS, ids, lock=True)}
+
+    def _by_id(self, columns: str, ids: Iterable[int], *, lock: bool,
+               where: str = "") -> list[tuple]:
+        """``columns`` of the rows of these jobs (and of ``where``); ``lock``: locked against
+        other writers, inside a write transaction (without it, also outside one)."""
         ids = list(ids)
-        found: dict[int, JobRow] = {}
+        got: list[tuple] = []
+        run = self.log.execute if lock else self.log.read_rows
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            for t in self.log.execute(
-                    f"SELECT {_COLS} FROM jobs WHERE id IN ({','.join('?' * len(part))}) "
-                    f"ORDER BY id{self.log.row_lock()}", part):
-                found[t[0]] = JobRow(*t)
-        return found
+            got += run(f"SELECT {columns} FROM jobs WHERE id IN ({','.join('?' * len(part))})"
+                       f"{where} ORDER BY id{self.log.row_lock() if lock else ''}", part)
+        return got
 
     def save(self, writes: RowWrites, seq_base: int = 0) -> None:
         """Write what :func:`row_writes` worked out; ``seq_base`` is added to every row's
@@ -201,25 +222,13 @@ class SqlTables:
 
     def versions(self, ids: Iterable[int]) -> dict[int, int]:
         """The ``last_seq`` of each of these jobs that has a row: a row changes only with it."""
-        ids = list(ids)
-        found: dict[int, int] = {}
-        for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            found.update(self.log.execute(
-                f"SELECT id, last_seq FROM jobs WHERE id IN ({','.join('?' * len(part))}) "
-                f"ORDER BY id{self.log.row_lock()}", part))
-        return found
+        return dict(self._by_id("id, last_seq", ids, lock=True))  # type: ignore[arg-type]
 
     def cancel_requests(self, ids: Iterable[int]) -> dict[int, tuple[int, str]]:
         """For each of these jobs with a cancel request: its attempt and the reason."""
-        ids = list(ids)
-        found: dict[int, tuple[int, str]] = {}
-        for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            found.update((t[0], (t[1], t[2])) for t in self.log.read_rows(
-                f"SELECT id, attempt, cancel_requested FROM jobs WHERE id IN "
-                f"({','.join('?' * len(part))}) AND cancel_requested IS NOT NULL", part))
-        return found
+        return {i: (attempt, reason) for i, attempt, reason in self._by_id(
+            "id, attempt, cancel_requested", ids, lock=False,
+            where=" AND cancel_requested IS NOT NULL")}
 
     def bump(self, deltas: Deltas) -> None:
         for sql, totals, changes in ((_BUMP, _TOTALS, deltas.counts),
@@ -266,6 +275,15 @@ class SqlTables:
     def next_lease_expiry(self) -> float | None:
         return self.log.read_rows(
             f"SELECT min(lease_expires) FROM jobs WHERE {HELD_NOW}")[0][0]
+
+    def members(self, workflow_id: str) -> list[JobRow]:
+        """The jobs of a workflow, in dispatch order."""
+        return self._rows("workflow_id = ? AND workflow_id IS NOT NULL", (workflow_id,),
+                          "ORDER BY id")
+
+    def states(self, ids: Iterable[int]) -> dict[int, str]:
+        """The state of each of these jobs that has a row (inside a write transaction)."""
+        return dict(self._by_id("id, state", ids, lock=False))  # type: ignore[arg-type]
 
     def get(self, job_id: int) -> JobRow | None:
         rows = self._rows("id = ?", (job_id,))

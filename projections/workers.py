@@ -16,12 +16,10 @@ from evq.eventlog.sqllog import SqlLog
 
 from .apply import apply_worker
 from .model import WORKER_COLUMNS, WorkerRow
-from .tables import HELD_NOW
+from .tables import HELD_NOW, replace_sql
 
 _COLS = ", ".join(WORKER_COLUMNS)
-_UPSERT = (f"INSERT INTO workers({_COLS}) VALUES ({', '.join('?' * len(WORKER_COLUMNS))}) "
-           "ON CONFLICT(name) DO UPDATE SET "
-           + ", ".join(f"{c} = excluded.{c}" for c in WORKER_COLUMNS[1:]))
+_UPSERT = replace_sql("workers", WORKER_COLUMNS)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS workers (

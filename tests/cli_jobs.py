@@ -79,6 +79,12 @@ class CliSleep(evq.Job):
         return self.seconds
 
 
+class CliPatientSleep(CliSleep):
+    """Sleeps, with three tries: an attempt lost with its worker is run again."""
+
+    tries = 3
+
+
 class CliUrgent(evq.Job):
     """A job on another queue, with a priority of its own."""
 

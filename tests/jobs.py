@@ -265,3 +265,19 @@ class RaisesNul(evq.Job):
 
     def handle(self) -> None:
         raise ValueError("before\x00after")
+
+
+class Step(evq.Job):
+    """Records ``label`` under ``key``; fails (for good: one try) if ``fail``."""
+
+    job_name = "core.step"
+
+    key: str
+    label: str
+    fail: bool = False
+
+    def handle(self) -> str:
+        CALLS[self.key].append(self.label)
+        if self.fail:
+            raise ValueError(f"step {self.label} failed")
+        return self.label

@@ -583,7 +583,7 @@ def test_stats_and_size_count_every_state(queue: evq.Queue) -> None:
     assert stats["last_seq"] == queue.store.log.last_seq()
     assert stats["queues"]["default"] == {
         "pending": 1, "delayed": 1, "leased": 1, "running": 1, "succeeded": 1, "failed": 1,
-        "cancelled": 1}
+        "cancelled": 1, "waiting": 0}
     assert stats["queues"]["other"]["pending"] == 1
     add = stats["job_types"]["core.add"]
     assert (add["dispatched"], add["started"], add["succeeded"], add["failures"],

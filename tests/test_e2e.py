@@ -39,6 +39,7 @@ from tests.cli_jobs import (  # noqa: E402
     CliAsyncExit,
     CliExit,
     CliFail,
+    CliPatientSleep,
     CliSleep,
 )
 
@@ -372,3 +373,58 @@ def test_bad_input_in_a_real_process(url: str, db: Path, q: evq.Queue, tmp_path:
     assert res.stdout == ""
     assert q.job(kept).state == "pending" and q.store.log.last_seq() == 1
     assert notes.read_text() == "not a database\n" * 100
+
+
+# -- composed work survives workers killed with SIGKILL ----------------------------------------
+
+def _callbacks_dispatched(q: evq.Queue, group_id: int) -> list[str]:
+    return sorted(r.event.callback_of for r in q.events(types=["JobDispatched"])
+                  if r.event.callback_of and r.event.callback_of.startswith(f"{group_id}:"))
+
+
+def test_a_batch_runs_its_callbacks_once_with_a_worker_killed_mid_batch(
+        url: str, q: evq.Queue, spawn: Callable[..., Evq]) -> None:
+    batch = q.batch([CliPatientSleep(seconds=0.005) for _ in range(300)]).on_success(
+        CliAdd(a=1, b=1)).on_finally(CliAdd(a=2, b=2)).dispatch()
+    assert batch.id is not None
+    workers = [spawn(url, "work", "--app", APP, "--lease", "1", "--sleep", "0.1")
+               for _ in range(2)]
+    wait_until(lambda: q.group(batch.id)["succeeded"] >= 30, timeout=60,  # type: ignore[arg-type]
+               what="some of the batch done")
+    workers[0].signal(signal.SIGKILL)
+    assert workers[0].wait(10) == -signal.SIGKILL
+    status = batch.wait(timeout=90)
+    assert (status["succeeded"], status["pending"], status["state"]) == (300, 0, "succeeded")
+    wait_until(lambda: len(_callbacks_dispatched(q, batch.id)) == 2  # type: ignore[arg-type]
+               and all(q.job(i).state == "succeeded" for i in _callback_ids(q, batch.id)),
+               timeout=30, what="both callbacks run")
+    assert _callbacks_dispatched(q, batch.id) == [f"{batch.id}:finally", f"{batch.id}:success"]
+    workers[1].signal(signal.SIGTERM)
+    assert workers[1].wait(30) == 0
+    assert run_evq(url, "replay", "--since", "0", "--verify").returncode == 0
+
+
+def _callback_ids(q: evq.Queue, group_id: int) -> list[int]:
+    return [r.seq for r in q.events(types=["JobDispatched"])
+            if (r.event.callback_of or "").startswith(f"{group_id}:")]
+
+
+def test_a_chain_goes_on_after_its_worker_is_killed_between_steps(
+        url: str, q: evq.Queue, spawn: Callable[..., Evq]) -> None:
+    chain = q.chain(*(CliPatientSleep(seconds=0.05) for _ in range(8))).dispatch()
+    first = spawn(url, "work", "--app", APP, "--lease", "1", "--sleep", "0.1")
+    wait_until(lambda: q.job(chain.job_ids[2]).state in ("leased", "running", "succeeded"),
+               timeout=60, what="the third step started")
+    first.signal(signal.SIGKILL)
+    assert first.wait(10) == -signal.SIGKILL
+    assert q.job(chain.job_ids[-1]).state == "waiting"
+    held = [q.job(i) for i in chain.job_ids if q.job(i).state in ("leased", "running")]
+    wait_until(lambda: all(time.time() > (r.lease_expires or 0) for r in held), timeout=10,
+               what="the killed worker's lease to run out")
+    work(url, "--app", APP, "--lease", "1")
+    assert [q.job(i).state for i in chain.job_ids] == ["succeeded"] * 8
+    starts = [next(r.seq for r in q.history(i) if type(r.event).__name__ == "JobStarted")
+              for i in chain.job_ids]
+    assert starts == sorted(starts)
+    assert q.group(chain.id)["state"] == "succeeded"  # type: ignore[arg-type]
+    assert run_evq(url, "replay", "--since", "0", "--verify").returncode == 0
