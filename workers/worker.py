@@ -358,9 +358,6 @@ class Worker:
 
     def _housekeeping(self, now: float) -> None:
         self._time_out_overruns(now)
-        if self._leases and now >= self._next_cancel_check:
-            self._next_cancel_check = now + CANCEL_CHECK
-            self._cancel_requested(now)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.lease / 3
             self._heartbeat(now)
@@ -368,6 +365,9 @@ class Worker:
             self._next_expiry_check = now + self.lease / 2
             self._write(lambda: self.store.settle_expired(
                 now, lambda row: after_lease_expired(row, now)), None)
+        if self._leases and now >= self._next_cancel_check and not self._write_failures:
+            self._next_cancel_check = now + CANCEL_CHECK  # (not while the store refuses writes)
+            self._cancel_requested(now)
 
     def _heartbeat(self, now: float) -> None:
         with self._cv:
