@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -69,6 +69,25 @@ def import_apps(modules: list[str]) -> None:
             except Exception as exc:
                 raise ConfigError(f"importing --app {module} failed{_where(exc)}: "
                                   f"{type(exc).__name__}: {exc}") from None
+
+
+def load_middleware(specs: list[str]) -> list[Any]:
+    """The middleware that ``--middleware MODULE:NAME`` options name (after ``--app``): each
+    ``NAME`` an :class:`evq.Middleware` instance or a list of them."""
+    from evq.workers.middleware import checked
+
+    found: list[Any] = []
+    for spec in specs:
+        module, _, name = spec.partition(":")
+        if not module or not name:
+            raise ConfigError(f"--middleware {spec!r}: give MODULE:NAME, e.g. myapp.jobs:TRACING")
+        import_apps([module])
+        value = getattr(sys.modules[module], name, None)
+        if value is None:
+            raise ConfigError(f"--middleware {spec!r}: {module} has no {name}")
+        found += checked(value if isinstance(value, list | tuple) else [value],
+                         f"--middleware {spec}")
+    return found
 
 
 def _where(exc: BaseException) -> str:

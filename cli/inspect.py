@@ -128,11 +128,22 @@ def jobs(
         print_json(rows)
         return
     now = time.time()
-    print_table(None, ["id", "name", "queue", "state", "attempt", "run at", "duration", "error"],
-                [(r.id, r.name, r.queue, "delayed" if r.state == "pending" and r.run_at > now
-                  else r.state, r.attempt, when(r.run_at), seconds(r.duration), r.error)
-                 for r in rows])
+    columns = ["id", "name", "queue", "state", "attempt", "run at", "duration", "error"]
+    table = [[r.id, r.name, r.queue, "delayed" if r.state == "pending" and r.run_at > now
+              else r.state, r.attempt, when(r.run_at), seconds(r.duration), r.error]
+             for r in rows]
+    if any(r.progress is not None for r in rows):  # a column only when a job reported some
+        columns.insert(4, "progress")
+        for r, line in zip(rows, table, strict=True):
+            line.insert(4, _progress(r.progress, r.progress_message))
+    print_table(None, columns, table)
     say_how_many_more(q, len(rows), limit, state, queue=queue, name=name)
+
+
+def _progress(fraction: float | None, message: str | None) -> str | None:
+    if fraction is None:
+        return None
+    return f"{fraction * 100:.0f}% {message}" if message else f"{fraction * 100:.0f}%"
 
 
 def say_how_many_more(q: Any, shown: int, limit: int, state: str | None, *,

@@ -1,4 +1,4 @@
-"""Commands that change the queue: ``dispatch``, ``failed ...`` and ``clear``."""
+"""Commands that change the queue: ``dispatch``, ``failed ...``, ``cancel`` and ``clear``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import typer
 
 from .app import make_app
 from .context import get, import_apps
-from .output import print_json, print_table, when
+from .output import inert, print_json, print_table, when
 from .timeparse import parse_time
 
 failed_app = make_app("Failed jobs: those whose last attempt failed (retries used up).")
@@ -51,6 +51,19 @@ def register(app: typer.Typer) -> None:
         done = ("created" if was == 0 else "already current" if was == SCHEMA_VERSION
                 else f"upgraded from version {was}")
         typer.echo(f"{q.url}: schema version {SCHEMA_VERSION} ({done})")
+
+    @app.command()
+    def cancel(
+        ctx: typer.Context,
+        job_id: int = typer.Argument(..., help="The job to cancel."),
+        reason: str = typer.Option("", "--reason", help="Recorded with the cancel."),
+    ) -> None:
+        """Cancel a job: a pending one at once; a leased or running one is stopped by its
+        worker within about a second (its attempt is recorded as cancelled, without retry)."""
+        row = get(ctx).queue().cancel(job_id, reason)
+        typer.echo(f"cancelled job {job_id}" if row.state == "cancelled" else
+                   f"cancel requested for job {job_id} ({row.state} on worker "
+                   f"{inert(row.worker or '')})")
 
     @app.command()
     def clear(

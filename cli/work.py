@@ -17,7 +17,7 @@ import typer
 from evq.eventlog.errors import ConfigError
 from evq.workers.supervisor import EXIT_RECYCLE, Supervisor, rss_mb
 
-from .context import get, import_apps
+from .context import get, import_apps, load_middleware
 from .timeparse import parse_age
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ def register(app: typer.Typer) -> None:
         grace: float = typer.Option(30.0, "--grace", min=0,
                                     help="On SIGTERM/SIGINT, seconds to let running jobs "
                                          "finish."),
+        middleware_specs: list[str] = typer.Option(
+            [], "--middleware", help="MODULE:NAME of an evq.Middleware (or a list of them) "
+            "that wraps every job, outside the job classes' own (repeat for more)."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each failure."),
         archive_after: str = typer.Option(None, "--archive-after",
                                           help="Retention: now and every hour, archive the "
@@ -89,6 +92,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("evq work needs --app MODULE (or EVQ_APP): the modules that "
                               "define the job types to run (a worker claims no other)")
         import_apps(app_modules)
+        middleware = load_middleware(middleware_specs)
         from evq import notifications  # its job types run here; channels: the app or config
 
         channels = notifications.configured()
@@ -109,6 +113,7 @@ def register(app: typer.Typer) -> None:
                        "--pool", pool.value, "--sleep", str(sleep), "--lease", str(lease),
                        "--grace", str(grace)]
             command += [a for m in app_modules for a in ("--app", m)]
+            command += [a for m in middleware_specs for a in ("--middleware", m)]
             command += ["--max-jobs", str(max_jobs)] if max_jobs else []
             command += ["--stop-when-empty"] if stop_when_empty else []
             command += ["--verbose"] if verbose else []
@@ -120,7 +125,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(code)
         worker = q.worker(queues=queue_list, concurrency=concurrency, max_jobs=max_jobs,
                           stop_when_empty=stop_when_empty, sleep=sleep, lease=lease,
-                          grace=grace, pool=pool.value)
+                          grace=grace, pool=pool.value, middleware=middleware)
 
         signals: list[int] = []
 

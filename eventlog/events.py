@@ -49,6 +49,7 @@ class JobDispatched(Event, frozen=True, tag="JobDispatched"):
     run_at: float = 0.0
     tries: int = 1
     backoff: list[float] = []
+    jitter: float = 0.0  # each retry's wait moves by up to this fraction of it, either way
     timeout: float | None = None
     chain_id: str | None = None
     batch_id: str | None = None
@@ -56,6 +57,7 @@ class JobDispatched(Event, frozen=True, tag="JobDispatched"):
     replay_of: str | None = None
     unique_for: float | None = None
     limits: Limits | None = None
+    meta: dict[str, str] = {}  # e.g. the dispatcher's trace context (W3C traceparent)
     workflow_id: str | None = None  # a workflow's (or chain's) job: the group's id
     after: list[int] = []  # jobs that must succeed first: until then it waits (state waiting)
     after_finished: list[int] = []  # jobs that must finish first, whatever their outcome
@@ -149,9 +151,29 @@ class JobHeld(Event, frozen=True, tag="JobHeld"):
 
 
 class JobCancelled(Event, frozen=True, tag="JobCancelled"):
-    """pending/waiting -> cancelled (a waiting job: a job it waited for failed)."""
+    """pending/waiting -> cancelled (``attempt`` 0; a waiting job: a job it waited for failed);
+    leased/running -> cancelled: the holder of lease ``attempt`` stopped the job on a cancel
+    request (a stale attempt changes nothing)."""
 
     reason: str = ""
+    attempt: int = 0
+
+
+class JobCancelRequested(Event, frozen=True, tag="JobCancelRequested"):
+    """leased/running -> same, ``cancel_requested`` set: an operator asked the holder of lease
+    ``attempt`` to stop the job; the holder ends it with ``JobCancelled``."""
+
+    attempt: int
+    reason: str = ""
+
+
+class JobProgress(Event, frozen=True, tag="JobProgress"):
+    """running -> running, ``progress`` and ``progress_message`` set: the job's own report
+    (``self.progress()``) during attempt ``attempt``; ``fraction`` from 0 to 1."""
+
+    attempt: int
+    fraction: float
+    message: str = ""
 
 
 class JobRequeued(Event, frozen=True, tag="JobRequeued"):
@@ -270,6 +292,8 @@ AnyEvent = (
     | LeaseReleased
     | JobHeld
     | JobCancelled
+    | JobCancelRequested
+    | JobProgress
     | JobReleased
     | JobRequeued
     | JobPurged

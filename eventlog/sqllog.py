@@ -21,10 +21,11 @@ from .codec import Record, decode, encode
 from .errors import DecodeError, EvqError, StoreError
 from .events import Event, JobDispatched
 
-SCHEMA_VERSION = 6  # 2: the workers table; 3: the minutes table; 4: workers.names;
+SCHEMA_VERSION = 7  # 2: the workers table; 3: the minutes table; 4: workers.names;
 # 5: groups and deps, jobs.workflow_id/after/callback_of, counts.waiting; consumers; the uniques
 # table, and the limits of jobs (limit_key, rate_limit, rate_per, concurrency_limit); 6: the
-# schedules table, workers.kind
+# schedules table, workers.kind; 7: jobs.cancel_requested, jobs.progress,
+# jobs.progress_message, jobs.jitter and jobs.meta
 
 # A job's id is the position of its JobDispatched event, so that event needs no entry in the index
 # of events by job (one page less per dispatch); reads by job look it up by position instead.

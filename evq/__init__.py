@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from evq.projections.model import JobRow
     from evq.schedules import Schedule, schedule, scheduler
     from evq.subscribers import Subscription, subscribe
+    from evq.workers.middleware import JobContext, Middleware
+    from evq.workers.retry import Exponential, Fixed, Linear
     from evq.workers.scheduler import Scheduler
     from evq.workers.worker import Worker
 
@@ -51,6 +53,9 @@ _LAZY = {
     "Queue": "evq.api", "connect": "evq.api", "default_queue": "evq.api", "use": "evq.api",
     "FunctionJob": "evq.jobs", "Job": "evq.jobs", "job": "evq.jobs",
     "JobRow": "evq.projections.model", "Worker": "evq.workers.worker",
+    "Middleware": "evq.workers.middleware", "JobContext": "evq.workers.middleware",
+    "Exponential": "evq.workers.retry", "Linear": "evq.workers.retry",
+    "Fixed": "evq.workers.retry",
     "Batch": "evq.compose", "Chain": "evq.compose", "Node": "evq.compose",
     "Workflow": "evq.compose", "batch": "evq.compose", "chain": "evq.compose",
     "workflow": "evq.compose", "Schedule": "evq.schedules", "schedule": "evq.schedules",
@@ -75,15 +80,21 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Batch",
-    "Chain",    "ConfigError",
+    "Chain",
+    "ConfigError",
     "DecodeError",
     "EvqError",
+    "Exponential",
+    "Fixed",
     "FunctionJob",
     "InvalidArguments",
     "InvalidState",
     "Job",
+    "JobContext",
     "JobFailed",
     "JobRow",
+    "Linear",
+    "Middleware",
     "Node",
     "NotFound",
     "Queue",

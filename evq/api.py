@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,16 +21,26 @@ from evq.eventlog.errors import InvalidArguments, InvalidState, JobFailed, NotFo
 from evq.eventlog.events import (
     Event,
     JobCancelled,
+    JobCancelRequested,
     JobDispatched,
     JobPurged,
     JobRequeued,
     QueueCleared,
 )
 from evq.projections.analytics import WINDOW, recent
-from evq.projections.model import CANCELLED, FAILED, FINISHED, PENDING, SUCCEEDED, JobRow
+from evq.projections.model import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    HELD,
+    PENDING,
+    SUCCEEDED,
+    WAITING,
+    JobRow,
+)
 from evq.projections.store import Store, open_store
 from evq.workers import registry
-from evq.workers.retry import backoff_schedule
+from evq.workers.retry import Backoff, backoff_schedule
 
 from . import health, hooks, limits, sync
 from .jobs import LATEST_TIME, Job, check_int, check_payload, check_queue, validated_payload
@@ -130,8 +141,8 @@ class Queue:
                       priority: int | None = None) -> list[int]:
         """Queue many jobs in one transaction: all of them or none. Returns their ids (a unique
         job's duplicates, here or already queued, get the id of the first)."""
-        now = time.time()
-        events = [self._dispatched(j, now, delay, at, queue, priority) for j in jobs]
+        now, meta = time.time(), _trace()
+        events = [self._dispatched(j, now, delay, at, queue, priority, meta) for j in jobs]
         return self._append_dispatches(events, now) if events else []
 
     def _append_dispatches(self, events: Sequence[Event], now: float | None = None) -> list[int]:
@@ -202,7 +213,10 @@ class Queue:
 
     def _dispatched(self, job: Job, now: float, delay: float | timedelta | None,
                     at: datetime | float | None, queue: str | None,
-                    priority: int | None) -> JobDispatched:
+                    priority: int | None, meta: dict[str, str] | None = None
+                    ) -> JobDispatched:
+        """The event that dispatches ``job``; ``meta``: what it carries (default: the
+        dispatcher's trace context)."""
         if not isinstance(job, Job):
             raise InvalidArguments(f"{job!r} is not an evq.Job: call .make(...) on a function "
                                    "job, or subclass evq.Job")
@@ -216,7 +230,8 @@ class Queue:
             payload=msgspec.Raw(validated_payload(job)),
             priority=cls.priority if priority is None else priority,
             run_at=run_at(now, delay, at), tries=cls.tries, backoff=_backoff(cls),
-            timeout=cls.timeout,
+            jitter=cls.backoff.jitter if isinstance(cls.backoff, Backoff) else 0.0,
+            timeout=cls.timeout, meta=_trace() if meta is None else meta,
             unique_key=None if cls.unique_for is None else limits.unique_key(job),
             unique_for=cls.unique_for, limits=limits.limits(job))
 
@@ -403,10 +418,21 @@ class Queue:
                                      states=[FAILED], queue=queue))
 
     def cancel(self, job_id: int, reason: str = "") -> JobRow:
-        """Cancel a job that has not been claimed yet."""
+        """Cancel a job: a pending one (or one waiting for others of its workflow: what waits
+        for it is cancelled too) at once (``JobCancelled``); for a leased or running one, ask
+        the worker that holds it (``JobCancelRequested``, the row's ``cancel_requested``): it
+        cancels the job within about a second. Returns the row afterwards."""
         now = time.time()
-        return self._operate(job_id, (PENDING,), "cancel",
-                             lambda r: [JobCancelled(job_id=r.id, ts=now, reason=reason)])
+
+        def decide(row: JobRow) -> list[Event]:
+            if row.state in (PENDING, WAITING):
+                return [JobCancelled(job_id=row.id, ts=now, reason=reason)]
+            if row.cancel_requested is None:
+                return [JobCancelRequested(job_id=row.id, ts=now, attempt=row.attempt,
+                                           reason=reason)]
+            return []  # asked already
+
+        return self._operate(job_id, (PENDING, WAITING, *HELD), "cancel", decide)
 
     def forget(self, job_id: int, states: Sequence[str] = FINISHED) -> None:
         """Remove a finished job (in one of ``states``) from the projections (``JobPurged``;
@@ -458,6 +484,18 @@ class Queue:
     def health(self, **thresholds: Any) -> health.Health:
         """The queue's health checks and verdict; see :func:`evq.health.check`."""
         return health.check(self.store, **thresholds)
+
+
+def _trace() -> dict[str, str]:
+    """The dispatcher's trace context, if OpenTelemetry is in use here (an application that
+    has not imported it has no span: then this costs a dict lookup)."""
+    if "opentelemetry.trace" not in sys.modules:
+        return {}
+    try:
+        from evq.contrib.otel import current_trace
+    except ImportError:  # a part of OpenTelemetry without its propagators
+        return {}
+    return current_trace()
 
 
 @functools.cache

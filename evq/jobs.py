@@ -6,7 +6,7 @@ import functools
 import inspect
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, cast
 
@@ -14,10 +14,12 @@ import msgspec
 
 from evq.eventlog.errors import ConfigError, InvalidArguments
 from evq.workers import registry
-from evq.workers.retry import BackoffSpec, backoff_schedule
+from evq.workers.control import current
+from evq.workers.middleware import Middleware, checked
+from evq.workers.retry import BackoffSpec, backoff_schedule, is_int, is_number
 
 from . import limits
-from .limits import Key, RateLimit, is_int, is_number
+from .limits import Key, RateLimit
 from .schedules import class_schedule, register_schedule
 
 
@@ -45,11 +47,11 @@ class _JobMeta(msgspec.StructMeta):
 class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     """Base of every job type. Fields are the job's typed arguments; class attributes configure
     it: ``queue``, ``tries`` (total attempts), ``backoff``, ``timeout`` (seconds or None),
-    ``priority`` (higher first), ``job_name`` (defaults to the class name), ``unique_for``
-    (seconds: see :meth:`unique_key`), ``rate_limit`` (an :class:`evq.RateLimit`),
-    ``concurrency_limit`` and ``concurrency_key`` (see the README), and ``schedule`` (a cron
-    expression: dispatched at its ticks, see :mod:`evq.schedules`) with ``timezone`` and
-    ``missed``."""
+    ``priority`` (higher first), ``middleware`` (a list of :class:`evq.Middleware` around
+    each attempt), ``job_name`` (defaults to the class name), ``unique_for`` (seconds: see
+    :meth:`unique_key`), ``rate_limit`` (an :class:`evq.RateLimit`), ``concurrency_limit`` and
+    ``concurrency_key`` (see the README), and ``schedule`` (a cron expression: dispatched at its
+    ticks, see :mod:`evq.schedules`) with ``timezone`` and ``missed``."""
 
     job_name: ClassVar[str] = ""
     queue: ClassVar[str] = "default"
@@ -58,6 +60,7 @@ class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
     backoff_base: ClassVar[float] = 1.0
     timeout: ClassVar[float | None] = None
     priority: ClassVar[int] = 0
+    middleware: ClassVar[Sequence[Middleware]] = ()
     unique_for: ClassVar[float | None] = None
     rate_limit: ClassVar[RateLimit | None] = None
     concurrency_limit: ClassVar[int | None] = None
@@ -87,6 +90,22 @@ class Job(msgspec.Struct, kw_only=True, metaclass=_JobMeta):
 
     def timed_out(self) -> None:
         """Called when an attempt runs past ``timeout``."""
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a cancel of this running attempt was requested (``q.cancel(id)``): a
+        sync job checks it and returns early; its attempt is recorded as cancelled."""
+        control = current(self)
+        return control is not None and control.requested
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Report how far this attempt is, from 0 to 1 (``JobProgress``; at most about 4 a
+        second are recorded, and the last one always). Outside a worker it does nothing."""
+        if not is_number(fraction) or not 0 <= fraction <= 1:
+            raise InvalidArguments(f"progress must be a number from 0 to 1, not {fraction!r}")
+        control = current(self)
+        if control is not None:
+            control.progress(float(fraction), str(message))
 
     def dispatch(self, *, delay: float | timedelta | None = None,
                  at: datetime | float | None = None, queue: str | None = None,
@@ -125,6 +144,7 @@ def check_settings(cls: type[Job]) -> None:
                           f"not {timeout!r}")
     backoff_schedule(cls.backoff, cls.tries, cls.backoff_base)
     limits.check(cls, where)
+    cls.middleware = checked(cls.middleware, where)
 
 
 def check_name(name: object, what: str) -> None:
@@ -204,7 +224,8 @@ def job(_fn: Callable[..., Any] | None = None, *, name: str | None = None,
         queue: str = "default", tries: int = 1, backoff: BackoffSpec = 0,
         backoff_base: float = 1.0, timeout: float | None = None, priority: int = 0,
         unique_for: float | None = None, rate_limit: RateLimit | None = None,
-        concurrency_limit: int | None = None, concurrency_key: Key = None) -> Any:
+        concurrency_limit: int | None = None, concurrency_key: Key = None,
+        middleware: Sequence[Middleware] = ()) -> Any:
     """Make a plain function a job type: ``fn.dispatch(*args, **kw)`` queues a call to it.
 
     The function's annotated parameters become the job's typed fields; calling the function
@@ -232,7 +253,7 @@ def job(_fn: Callable[..., Any] | None = None, *, name: str | None = None,
             "tries": tries, "backoff": backoff, "backoff_base": backoff_base,
             "timeout": timeout, "priority": priority, "unique_for": unique_for,
             "rate_limit": rate_limit, "concurrency_limit": concurrency_limit,
-            "concurrency_key": concurrency_key,
+            "concurrency_key": concurrency_key, "middleware": middleware,
             "handle": ahandle if is_async else handle}, kw_only=True)
         return FunctionJob(fn, cast(type[Job], cls))
 

@@ -11,6 +11,7 @@ import msgspec
 
 from evq.eventlog.errors import ConfigError, InvalidArguments
 from evq.eventlog.events import Limits
+from evq.workers.retry import is_int, is_number
 
 if TYPE_CHECKING:
     from .jobs import Job
@@ -103,11 +104,3 @@ def _check_key(key: object, what: str) -> None:
                           f"not {key!r}")
     if isinstance(key, str) and len(key) > MAX_KEY:
         raise ConfigError(f"{what} is longer than {MAX_KEY} characters")
-
-
-def is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

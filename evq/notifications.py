@@ -22,6 +22,7 @@ import smtplib
 import threading
 import time
 import tomllib
+import urllib.error
 import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
@@ -134,8 +135,12 @@ class NotifyWebhook(Job):
         request = urllib.request.Request(self.url, data=json.dumps(self.body).encode(),
                                          headers={"Content-Type": "application/json"},
                                          method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the answer's socket: left open, it warns when collected
+            raise
 
 
 class NotifyEmail(Job):

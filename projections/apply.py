@@ -19,11 +19,13 @@ from evq.eventlog.events import (
     Event,
     GroupCreated,
     JobCancelled,
+    JobCancelRequested,
     JobDead,
     JobDispatched,
     JobFailed,
     JobHeld,
     JobLeased,
+    JobProgress,
     JobPurged,
     JobReleased,
     JobRequeued,
@@ -87,10 +89,10 @@ def _dispatched(e: JobDispatched, seq: int) -> JobRow:
         id=e.job_id, name=e.name, queue=e.queue, state=WAITING if after else PENDING,
         priority=e.priority,
         run_at=e.run_at or e.ts, payload=bytes(e.payload).decode(), tries=e.tries,
-        backoff=json_text(e.backoff), timeout=e.timeout, dispatched_at=e.ts, chain_id=e.chain_id,
-        batch_id=e.batch_id, unique_key=e.unique_key, replay_of=e.replay_of,
-        workflow_id=e.workflow_id, after=json_text(after) if after else None,
-        callback_of=e.callback_of, last_seq=seq,
+        backoff=json_text(e.backoff), jitter=e.jitter, timeout=e.timeout, dispatched_at=e.ts,
+        chain_id=e.chain_id, batch_id=e.batch_id, unique_key=e.unique_key,
+        replay_of=e.replay_of, workflow_id=e.workflow_id, after=json_text(after) if after else None,
+        callback_of=e.callback_of, meta=json_text(e.meta) if e.meta else None, last_seq=seq,
         **({} if limits is None else {
             "limit_key": limits.key, "rate_limit": limits.rate or None,
             "rate_per": limits.per or None, "concurrency_limit": limits.concurrency or None}),
@@ -110,7 +112,10 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
             # ready from its run_at, or from its dispatch if it was dispatched "at" a past time
             ready = max(row.run_at, row.dispatched_at)
             return replace(row, state=RUNNING, started_at=event.ts,
-                           wait=max(0.0, event.ts - ready), finished_at=None)
+                           wait=max(0.0, event.ts - ready), finished_at=None, progress=None,
+                           progress_message=None)
+        case JobProgress() if held and row.state == RUNNING:
+            return replace(row, progress=event.fraction, progress_message=event.message)
         case JobSucceeded() if held and row.state == RUNNING:
             result = None if event.result is None else json_text(event.result)
             return replace(row, state=SUCCEEDED, finished_at=event.ts, duration=event.duration,
@@ -140,13 +145,16 @@ def _transition(row: JobRow, event: Event) -> JobRow | None:
             return replace(row, state=PENDING, worker=None, lease_expires=None)
         case JobHeld() if row.state == PENDING:
             return replace(row, run_at=event.run_at)
-        case JobCancelled() if row.state in (PENDING, WAITING):
-            return replace(row, state=CANCELLED, finished_at=event.ts, error=event.reason or None)
+        case JobCancelRequested() if held:
+            return replace(row, cancel_requested=event.reason)
+        case JobCancelled() if (row.state in (PENDING, WAITING) and not event.attempt) or held:
+            return replace(row, state=CANCELLED, finished_at=event.ts, error=event.reason or None,
+                           lease_expires=None)
         case JobReleased() if row.state == WAITING:
             return replace(row, state=PENDING, run_at=max(row.run_at, event.ts))
         case JobRequeued() if row.state in (FAILED, CANCELLED):
             return replace(row, state=PENDING, run_at=event.run_at or event.ts, failures=0,
-                           worker=None, finished_at=None)
+                           worker=None, finished_at=None, cancel_requested=None)
         case JobPurged() if row.state in FINISHED:
             return _REMOVED
         case QueueCleared() if row.state == PENDING:

@@ -55,6 +55,11 @@ class JobRow(msgspec.Struct, frozen=True):
     rate_limit: int | None = None  # at most this many jobs of limit_key start...
     rate_per: float | None = None  # ...in any window of this many seconds
     concurrency_limit: int | None = None  # at most this many leased or running at once
+    cancel_requested: str | None = None  # the reason of a pending cancel request ("" for none)
+    progress: float | None = None  # the running attempt's latest report, 0 to 1
+    progress_message: str | None = None
+    jitter: float = 0.0  # of the backoff: each retry's wait moves by up to this fraction
+    meta: str | None = None  # JSON object of JobDispatched.meta (the trace context), if any
     last_seq: int = 0
 
 

@@ -355,7 +355,7 @@ def _create_tables(log: SqlLog) -> Callable[[int], None]:
     def create(found: int) -> None:
         if 0 < found < 6:  # versions 4 and 6 add workers.names and workers.kind
             log.run_script("DROP TABLE IF EXISTS workers")
-        if 0 < found < 5:  # version 5 adds columns to jobs and counts
+        if 0 < found < 7:  # versions 5 and 7 add columns to jobs (5: and to counts)
             SqlTables.drop(log)
         SqlTables.create(log)
         WorkerTable.create(log)

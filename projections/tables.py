@@ -210,15 +210,17 @@ class SqlTables:
         """The rows of these jobs, locked against other writers."""
         return {t[0]: JobRow(*t) for t in self._by_id(_COLS, ids, lock=True)}
 
-    def _by_id(self, columns: str, ids: Iterable[int], *, lock: bool) -> list[tuple]:
-        """``columns`` of the rows of these jobs (``lock``: locked against other writers)."""
+    def _by_id(self, columns: str, ids: Iterable[int], *, lock: bool,
+               where: str = "") -> list[tuple]:
+        """``columns`` of the rows of these jobs (and of ``where``); ``lock``: locked against
+        other writers, inside a write transaction (without it, also outside one)."""
         ids = list(ids)
         got: list[tuple] = []
+        run = self.log.execute if lock else self.log.read_rows
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            got += self.log.execute(
-                f"SELECT {columns} FROM jobs WHERE id IN ({','.join('?' * len(part))}) "
-                f"ORDER BY id{self.log.row_lock() if lock else ''}", part)
+            got += run(f"SELECT {columns} FROM jobs WHERE id IN ({','.join('?' * len(part))})"
+                       f"{where} ORDER BY id{self.log.row_lock() if lock else ''}", part)
         return got
 
     def save(self, writes: RowWrites, seq_base: int = 0) -> None:
@@ -241,6 +243,12 @@ class SqlTables:
     def versions(self, ids: Iterable[int]) -> dict[int, int]:
         """The ``last_seq`` of each of these jobs that has a row: a row changes only with it."""
         return dict(self._by_id("id, last_seq", ids, lock=True))  # type: ignore[arg-type]
+
+    def cancel_requests(self, ids: Iterable[int]) -> dict[int, tuple[int, str]]:
+        """For each of these jobs with a cancel request: its attempt and the reason."""
+        return {i: (attempt, reason) for i, attempt, reason in self._by_id(
+            "id, attempt, cancel_requested", ids, lock=False,
+            where=" AND cancel_requested IS NOT NULL")}
 
     def bump(self, deltas: Deltas) -> None:
         for sql, totals, changes in ((_BUMP, _TOTALS, deltas.counts),

@@ -72,6 +72,17 @@ def test_a_failed_step_cancels_the_rest_and_runs_catch_once(queue: evq.Queue, ke
     assert queue.store.verify() == []
 
 
+def test_cancelling_a_waiting_step_cancels_what_waits_for_it(queue: evq.Queue,
+                                                            key: str) -> None:
+    chain = queue.chain(*(Step(key=key, label=x) for x in "abc")).dispatch()
+    _, b, c = chain.job_ids
+    assert queue.cancel(b, reason="not today").state == CANCELLED
+    assert (queue.job(c).state, queue.job(c).error) == (CANCELLED,
+                                                        f"job {b} it waited for cancelled")
+    drain(queue)
+    assert CALLS[key] == ["a"] and queue.group(chain.id)["state"] == "failed"  # type: ignore[arg-type]
+
+
 def test_a_workflow_job_waits_for_all_it_depends_on(queue: evq.Queue, key: str) -> None:
     wf = queue.workflow(name="report")
     a = wf.add(Step(key=key, label="a"))

@@ -522,12 +522,14 @@ def test_cancel_a_pending_job(queue: evq.Queue) -> None:
         queue.cancel(424242)
 
 
-def test_cancel_refuses_a_claimed_job(queue: evq.Queue) -> None:
+def test_cancel_of_a_claimed_job_asks_its_worker_once(queue: evq.Queue) -> None:
     job_id = queue.dispatch(Noop())
     claim(queue)
+    row = queue.cancel(job_id, "why")
+    assert (row.state, row.cancel_requested) == ("leased", "why")
+    assert event_types(queue, job_id)[-1] == "JobCancelRequested"
     before = queue.store.log.last_seq()
-    with pytest.raises(InvalidState, match="leased"):
-        queue.cancel(job_id)
+    assert queue.cancel(job_id).state == "leased"  # asked already: nothing more to append
     assert queue.store.log.last_seq() == before
 
 

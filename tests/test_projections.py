@@ -20,10 +20,12 @@ import evq
 from evq.eventlog.events import (
     Event,
     JobCancelled,
+    JobCancelRequested,
     JobDead,
     JobDispatched,
     JobFailed,
     JobLeased,
+    JobProgress,
     JobPurged,
     JobRequeued,
     JobRetryScheduled,
@@ -230,6 +232,36 @@ def test_cancelled() -> None:
         assert apply(held, JobCancelled(job_id=7, ts=T0 + 9), 9) is held
 
 
+def test_a_cancel_request_marks_the_held_row_and_the_holder_cancels_it() -> None:
+    for held in (leased(), running()):
+        asked = apply(held, JobCancelRequested(job_id=7, ts=T0 + 5, attempt=1, reason="r"), 8)
+        assert asked is not None and (asked.state, asked.cancel_requested) == (held.state, "r")
+        done = apply(asked, JobCancelled(job_id=7, ts=T0 + 6, attempt=1, reason="r"), 9)
+        assert done is not None and (done.state, done.error, done.finished_at,
+                                     done.lease_expires) == ("cancelled", "r", T0 + 6, None)
+    assert apply(pending(), JobCancelRequested(job_id=7, ts=T0, attempt=0), 2) == pending()
+
+
+def test_progress_is_kept_while_running_and_cleared_by_the_next_start() -> None:
+    row = apply(running(), JobProgress(job_id=7, ts=T0 + 3, attempt=1, fraction=0.4,
+                                       message="4 of 10"), 5)
+    assert row is not None and (row.progress, row.progress_message) == (0.4, "4 of 10")
+    assert apply(leased(), JobProgress(job_id=7, ts=T0 + 3, attempt=1, fraction=0.4), 5) == (
+        leased())  # not started: no progress yet
+    again = through(JobFailed(job_id=7, ts=T0 + 4, attempt=1, error_type="E", message="m"),
+                    JobRetryScheduled(job_id=7, ts=T0 + 4, attempt=1, run_at=T0 + 4),
+                    JobLeased(job_id=7, ts=T0 + 5, worker="w", attempt=2, lease_expires=T0 + 9),
+                    JobStarted(job_id=7, ts=T0 + 5, attempt=2), row=row, first_seq=6)
+    assert again is not None and (again.progress, again.progress_message) == (None, None)
+
+
+def test_a_requeue_forgets_the_cancel_request() -> None:
+    row = through(JobCancelRequested(job_id=7, ts=T0 + 5, attempt=1, reason="r"),
+                  JobCancelled(job_id=7, ts=T0 + 6, attempt=1),
+                  JobRequeued(job_id=7, ts=T0 + 7), row=leased(), first_seq=3)
+    assert row is not None and (row.state, row.cancel_requested) == ("pending", None)
+
+
 @pytest.mark.parametrize("state", ["failed", "cancelled"])
 def test_requeued(state: str) -> None:
     row = apply(finished(state), JobRequeued(job_id=7, ts=T0 + 50), 10)
@@ -276,6 +308,9 @@ def _attempt_events(attempt: int) -> list[Event]:
         JobRetryScheduled(job_id=7, ts=T0 + 9, attempt=attempt, run_at=T0 + 10),
         JobDead(job_id=7, ts=T0 + 9, attempt=attempt),
         LeaseReleased(job_id=7, ts=T0 + 9, attempt=attempt),
+        JobProgress(job_id=7, ts=T0 + 9, attempt=attempt, fraction=0.5, message="half"),
+        JobCancelRequested(job_id=7, ts=T0 + 9, attempt=attempt, reason="stop"),
+        JobCancelled(job_id=7, ts=T0 + 9, attempt=attempt, reason="stop"),
     ]
 
 
@@ -389,7 +424,7 @@ LEASE = 30.0
 KINDS = (["dispatch"] * 4 + ["claim"] * 4 + ["start"] * 4 + ["succeed"] * 2 + ["fail"] * 2
          + ["timeout", "release", "extend", "expire", "expire", "stale", "stale", "late",
             "cancel", "requeue", "purge", "clear", "retry_all", "flush_failed", "life", "life",
-            "schedule", "schedule"])
+            "schedule", "schedule", "progress", "cancel_held", "cancel_held"])
 
 
 class Op(NamedTuple):
@@ -414,7 +449,7 @@ def _op(kind: str) -> st.SearchStrategy[Op]:
                      limit=st.integers(1, 3),
                      priority=st.integers(-1, 2), delay=st.sampled_from([0.0, 0.0, 5.0, 50.0]),
                      backoff=st.sampled_from([(), (0.0,), (1.0, 10.0)]),
-                     ahead=st.floats(0, 100), which=st.integers(0, 8),
+                     ahead=st.floats(0, 100), which=st.integers(0, 11),
                      offset=st.sampled_from([-1, 1]))
 
 
@@ -502,6 +537,19 @@ class Driver:
     def op_cancel(self, op: Op) -> None:
         if row := self._held(op.index, "pending"):
             self.q.cancel(row.id, reason="hypothesis")
+
+    def op_progress(self, op: Op) -> None:
+        if row := self._held(op.index, "running"):
+            self.store.append([JobProgress(job_id=row.id, ts=self.tick(), attempt=row.attempt,
+                                           fraction=0.5, message=f"{op.index}")])
+
+    def op_cancel_held(self, op: Op) -> None:
+        """A cancel request, and the holder's stop (which may come or not)."""
+        if row := self._held(op.index, "leased", "running"):
+            self.q.cancel(row.id, reason="stop")
+            if op.which % 2:
+                self.store.append([JobCancelled(job_id=row.id, ts=self.tick(),
+                                                attempt=row.attempt, reason="stop")])
 
     def op_requeue(self, op: Op) -> None:
         if row := self._held(op.index, "failed", "cancelled"):

@@ -21,7 +21,8 @@ from evq.projections.store import Store, open_store
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Event types that evq 0.1.0 did not have, so its log cannot hold them.
-NEW_SINCE_V1 = {"JobReleased", "BatchCreated", "WorkflowCreated", "JobHeld", "ScheduleTicked"}
+NEW_SINCE_V1 = {"JobReleased", "BatchCreated", "WorkflowCreated", "JobHeld", "ScheduleTicked",
+                "JobCancelRequested", "JobProgress"}
 LINES = [json.loads(line) for line in (FIXTURES / "log-v1.jsonl").read_text().splitlines()]
 EXPECTED = json.loads((FIXTURES / "log-v1.expected.json").read_text())
 

@@ -4,12 +4,13 @@ events. Nothing a job does (raise, ``sys.exit``, return garbage) escapes from he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import msgspec
@@ -19,6 +20,8 @@ from evq.eventlog.events import Event, JobDead, JobFailed, JobSucceeded, JobTime
 from evq.projections.model import JobRow
 
 from . import registry
+from .control import Control, attached
+from .middleware import JobContext, Middleware, wrapped
 from .retry import after_failure
 
 log = logging.getLogger("evq.worker")
@@ -46,9 +49,13 @@ class AsyncRunner:
                                        daemon=True)
         self.thread.start()
 
-    def run(self, coro: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
-        """Run ``coro`` on the loop with a timeout, here; raises what it raised."""
-        ok, value = asyncio.run_coroutine_threadsafe(_guard(coro, timeout), self.loop).result()
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float | None,
+            control: Control | None = None) -> Any:
+        """Run ``coro`` on the loop with a timeout, here; raises what it raised. A cancel
+        request to ``control`` cancels its task."""
+        future = asyncio.run_coroutine_threadsafe(_guard(coro, timeout), self.loop)
+        with control.stoppable(future.cancel) if control else contextlib.nullcontext():
+            ok, value = future.result()
         if not ok:
             raise value
         return value
@@ -91,28 +98,53 @@ def load_or_none(row: JobRow) -> Any:
 
 
 def run(row: JobRow, started: float, runner: Callable[[], AsyncRunner],
-        on_async: Callable[[], None]) -> Outcome:
-    """Run one attempt of ``row`` and return its outcome. An async job's timeout is enforced
-    here (its task is cancelled); ``on_async`` tells the caller so."""
+        on_async: Callable[[], None], *, middleware: Sequence[Middleware] = (),
+        control: Control | None = None) -> Outcome:
+    """Run one attempt of ``row`` inside the worker's ``middleware`` and its class's, and
+    return its outcome. An async job's timeout is enforced here (its task is cancelled);
+    ``on_async`` tells the caller so. Once ``control`` has a cancel request, the attempt ends
+    as cancelled, whatever ``handle()`` did."""
+    control = control or Control(row)
     try:
         job = load(row)
     except (UnknownJob, DecodeError) as exc:
         return failure(row, started, exc, final=True)
-    try:
+    ctx = JobContext(id=row.id, name=row.name, queue=row.queue, attempt=row.attempt,
+                     meta=_meta(row.meta) if row.meta else {})
+
+    def call() -> Any:
         result = job.handle()
         if inspect.isawaitable(result):
             on_async()
-            result = runner().run(result, row.timeout)  # type: ignore[arg-type]
+            result = runner().run(result, row.timeout, control)  # type: ignore[arg-type]
+        return result
+
+    try:
+        with attached(job, control):
+            result = wrapped([*middleware, *type(job).middleware], job, ctx, call)()
     except TimeoutError as exc:
         if row.timeout is not None and time.time() - started >= row.timeout * 0.99:
-            return timed_out(row, job)
-        return failure(row, started, exc, job=job)
+            outcome = timed_out(row, job)
+        else:
+            outcome = failure(row, started, exc, job=job)
     except BaseException as exc:
-        return failure(row, started, exc, job=job)
-    now = time.time()
-    return Outcome([JobSucceeded(job_id=row.id, ts=now, attempt=row.attempt,
-                                 duration=now - started, result=_result(result))],
-                   value=result)
+        outcome = failure(row, started, exc, job=job)
+    else:
+        now = time.time()
+        outcome = Outcome([JobSucceeded(job_id=row.id, ts=now, attempt=row.attempt,
+                                        duration=now - started, result=_result(result))],
+                          value=result)
+    if control.requested:
+        outcome = Outcome([control.cancelled(time.time())])
+    outcome.events[:0] = control.unsent()
+    return outcome
+
+
+def _meta(text: str) -> dict[str, str]:
+    try:
+        return msgspec.json.decode(text, type=dict[str, str])
+    except msgspec.DecodeError:  # written by another program: no context is better than none
+        return {}
 
 
 def failure(row: JobRow, started: float, exc: BaseException, *, job: Any = None,

@@ -1,7 +1,9 @@
 """The process pool (``--pool process``): each attempt runs in a child process.
 
-A child runs one job at a time through :func:`execute.run`, so a job's outcome is decided by
-the same code as on the thread pool; the child sends back the events and runs the job's hook.
+A child runs one job at a time through :func:`execute.run`, inside the worker's middleware (sent
+to it when it starts: they must pickle) and its class's, so a job's outcome is decided by the
+same code as on the thread pool; the child sends back the job's progress reports as they come,
+then the outcome's events, and runs the job's hook. A cancel request kills the child.
 The worker's runner thread that handed the job over waits for the answer until the job's
 timeout: past it, the child is killed (SIGKILL) and the attempt is recorded as timed out. A
 child that dies while it runs a job (``os._exit``, a signal, the OOM killer) fails the attempt
@@ -19,7 +21,8 @@ import multiprocessing
 import signal
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
@@ -29,11 +32,14 @@ from evq.eventlog.events import AnyEvent
 from evq.projections.model import JobRow
 
 from . import registry
+from .control import Control
 from .execute import AsyncRunner, Outcome, failure, load_or_none, run, timed_out
+from .middleware import Middleware
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_task = msgspec.msgpack.Decoder(tuple[JobRow, float]).decode
-_decode_events = msgspec.msgpack.Decoder(list[AnyEvent]).decode
+# a child's messages: (final, events): progress reports (False), then the outcome (True)
+_decode_events = msgspec.msgpack.Decoder(tuple[bool, list[AnyEvent]]).decode
 
 
 READY = b"ready"  # a new child's first message: its imports are done
@@ -44,7 +50,7 @@ class WorkerCrashed(Exception):
     """The process that ran the job died before it reported an outcome."""
 
 
-def _child(conn: Connection, modules: list[str]) -> None:
+def _child(conn: Connection, modules: list[str], middleware: Sequence[Middleware]) -> None:
     """A child's life: import the job modules, then run each job it is sent until EOF."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which decides
     if sys.platform == "linux":
@@ -66,8 +72,10 @@ def _child(conn: Connection, modules: list[str]) -> None:
             row, started = _decode_task(conn.recv_bytes())
         except (EOFError, OSError):
             return
-        outcome = run(row, started, async_runner, lambda: None)
-        conn.send_bytes(_encode(outcome.events))
+        control = Control(row, lambda events: conn.send_bytes(_encode((False, events))))
+        outcome = run(row, started, async_runner, lambda: None, middleware=middleware,
+                      control=control)
+        conn.send_bytes(_encode((True, outcome.events)))
         if outcome.hook is not None:
             outcome.hook()
 
@@ -75,11 +83,12 @@ def _child(conn: Connection, modules: list[str]) -> None:
 class _Process:
     """One child process and the parent's end of its pipe."""
 
-    def __init__(self) -> None:
+    def __init__(self, middleware: Sequence[Middleware]) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child_end = ctx.Pipe()
-        self.proc: BaseProcess = ctx.Process(target=_child, args=(child_end, registry.modules()),
-                                             name="evq-job", daemon=True)
+        self.proc: BaseProcess = ctx.Process(
+            target=_child, args=(child_end, registry.modules(), list(middleware)),
+            name="evq-job", daemon=True)
         self.proc.start()
         child_end.close()
         # wait for it to be ready, so that no job's timeout runs while it starts
@@ -105,37 +114,54 @@ class _Process:
 
 class ProcessPool:
     """Child processes for a worker's runner threads: each call of :meth:`run` uses an idle
-    child (or starts one), so there are at most as many as runner threads."""
+    child (or starts one), so there are at most as many as runner threads. ``middleware``
+    wraps every job in them."""
 
-    def __init__(self) -> None:
+    def __init__(self, middleware: Sequence[Middleware] = ()) -> None:
+        self._middleware = middleware
         self._idle: list[_Process] = []
         self._all: set[_Process] = set()
         self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, row: JobRow, started: float, on_own_deadline: Callable[[], None]) -> Outcome:
+    def run(self, row: JobRow, started: float, on_own_deadline: Callable[[], None],
+            control: Control | None = None) -> Outcome:
         """Run one attempt of ``row`` in a child and return its outcome; the timeout is
-        enforced here (``on_own_deadline`` tells the caller so)."""
+        enforced here (``on_own_deadline`` tells the caller so). The child's progress reports
+        go to ``control``; a cancel request to it kills the child."""
         on_own_deadline()
+        control = control or Control(row)
         try:
             child = self._checkout()
         except Exception as exc:  # cannot start a process (limits, memory): fail the attempt
             return failure(row, started, WorkerCrashed(
                 f"cannot start a process for {row.name} job {row.id}: {exc}"))
+        deadline = None if row.timeout is None else time.monotonic() + row.timeout
         try:
             child.conn.send_bytes(_encode((row, started)))
-            if not child.conn.poll(row.timeout):
-                self._discard(child)
-                return timed_out(row, load_or_none(row))
-            events = _decode_events(child.conn.recv_bytes())
+            with control.stoppable(child.proc.kill):
+                while True:
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    if not child.conn.poll(left):
+                        self._discard(child)
+                        return timed_out(row, load_or_none(row))
+                    final, events = _decode_events(child.conn.recv_bytes())
+                    if final:
+                        break
+                    if control.report is not None:
+                        control.report(list(events))
         except (EOFError, OSError):
             how = ("was killed: its worker stopped" if self._closed
                    else f"died ({child.describe_end()})")
         except msgspec.DecodeError as exc:
             how = f"sent an outcome that does not decode ({exc})"
         else:
-            self._checkin(child)
-            return Outcome(list(events))
+            if not control.requested:
+                self._checkin(child)
+                return Outcome(list(events))
+        if control.requested:  # the child was killed, or is being killed
+            self._discard(child)
+            return Outcome([control.cancelled(time.time())])
         self._discard(child)
         return failure(row, started, WorkerCrashed(
             f"the process running {row.name} job {row.id} {how} before it reported an "
@@ -154,7 +180,7 @@ class ProcessPool:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        child = _Process()
+        child = _Process(self._middleware)
         with self._lock:
             self._all.add(child)
             closed = self._closed

@@ -4,7 +4,8 @@ One thread (the caller of :meth:`Worker.run`) is the only one that writes to the
 pass it appends the events the runner threads produced since the last pass (group commit),
 claims more jobs when the local backlog runs low (one transaction for a whole batch), extends the
 leases it holds and says it is alive (heartbeat: one ``WorkerHeartbeat`` per interval, not per
-job), settles leases that other workers let expire, and times out sync jobs that overran. Runner
+job), settles leases that other workers let expire, times out sync jobs that overran, and (every
+``CANCEL_CHECK`` seconds while it holds jobs, one read) looks for cancel requests. Runner
 threads only run jobs, themselves or (``pool="process"``) through a child process each. While
 nothing is ready the loop sleeps until the store changes (a watch on the database files, or a
 commit in this process), the next delayed job is due (whenever a slot is free, even while
@@ -37,6 +38,7 @@ from msgspec.structs import replace
 from evq.eventlog.errors import EvqError, StoreCorrupt, StoreError
 from evq.eventlog.events import (
     Event,
+    JobCancelled,
     JobFailed,
     JobLeased,
     JobStarted,
@@ -51,8 +53,10 @@ from evq.projections.model import HELD, LEASED, PENDING, JobRow, malformed
 from evq.projections.store import Store, Watch
 
 from . import registry
+from .control import Control
 from .embedded import Running
 from .execute import AsyncRunner, Outcome, failure, load_or_none, run, timed_out
+from .middleware import Middleware, checked
 from .procpool import ProcessPool
 from .retry import after_lease_expired
 
@@ -64,6 +68,7 @@ MAX_BATCH = 256  # jobs claimed in one transaction, at most
 PREFETCH_SECONDS = 0.05  # claim about this much work ahead of the runners (none until the
                          # first job has finished: until then the worker cannot tell how long
                          # jobs take, and other workers may be idle)
+CANCEL_CHECK = 0.5  # seconds between reads of the cancel requests of the jobs held here
 
 
 class MalformedRow(Exception):
@@ -71,11 +76,12 @@ class MalformedRow(Exception):
 
 
 class _Slot:
-    __slots__ = ("abandoned", "deadline", "row", "started")
+    __slots__ = ("abandoned", "control", "deadline", "row", "started")
 
-    def __init__(self, row: JobRow, started: float) -> None:
+    def __init__(self, row: JobRow, started: float, control: Control) -> None:
         self.row = row
         self.started = started
+        self.control = control
         self.deadline = (started + row.timeout) if row.timeout else None
         self.abandoned = False
 
@@ -90,13 +96,16 @@ class Worker:
     ``run()`` blocks until the worker stops: after ``max_jobs`` jobs, when nothing is left to do
     with ``stop_when_empty``, or on ``stop()``; ``start()`` runs it on a thread instead.
     ``pool`` is ``"thread"`` (or ``"async"``, the same) or ``"process"`` (see :mod:`.procpool`).
+    ``middleware`` (a list of :class:`evq.Middleware`) wraps every job, outside the job class's
+    own middleware.
     """
 
     def __init__(self, store: Store, *, queues: Sequence[str] = ("default",),
                  concurrency: int = 1, max_jobs: int | None = None,
                  stop_when_empty: bool = False, sleep: float = 3.0, lease: float = 30.0,
                  grace: float = 30.0, name: str | None = None, pool: str = "thread",
-                 on_progress: Callable[[int], None] | None = None) -> None:
+                 on_progress: Callable[[int], None] | None = None,
+                 middleware: Sequence[Middleware] = ()) -> None:
         if concurrency < 1:
             raise EvqError("concurrency must be at least 1")
         if pool not in ("thread", "async", "process"):
@@ -114,6 +123,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:x}"
         self.on_progress = on_progress
         self.pool = pool
+        self.middleware = checked(middleware, "Worker")
         self.claimed = 0  # jobs claimed so far
         self.done = 0  # attempts finished so far
         self._cv = threading.Condition()
@@ -129,11 +139,12 @@ class Worker:
         self._leases: dict[int, float] = {}  # job id -> lease expiry, for jobs held here
         self._held: dict[int, JobRow] = {}  # the rows of the jobs held here, as last written
         self._async: AsyncRunner | None = None
-        self._procs = ProcessPool() if pool == "process" else None
+        self._procs = ProcessPool(self.middleware) if pool == "process" else None
         self._threads: list[threading.Thread] = []
         self._watcher: Watch | None = None
         self._next_heartbeat = 0.0
         self._next_expiry_check = 0.0
+        self._next_cancel_check = 0.0
         self._write_failures = 0  # writes refused in a row (locked, disk full)
 
     # -- control -------------------------------------------------------------------------------
@@ -245,6 +256,8 @@ class Worker:
             due = self._next_due()
             if due is not None:
                 wake = min(wake, due)
+        if self._leases:
+            wake = min(wake, self._next_cancel_check)
         wake = min(wake, self._next_heartbeat, self._next_expiry_check, self._stop_by)
         return max(0.0, wake - now)
 
@@ -267,6 +280,8 @@ class Worker:
 
         def lease(row: JobRow) -> list[Event]:
             problem = malformed(row)
+            if problem is None and row.cancel_requested is not None:  # asked while pending again
+                return [JobCancelled(job_id=row.id, ts=now, reason=row.cancel_requested)]
             if problem is None:
                 return [JobLeased(job_id=row.id, ts=now, worker=self.name,
                                   attempt=row.attempt + 1,
@@ -350,6 +365,9 @@ class Worker:
             self._next_expiry_check = now + self.lease / 2
             self._write(lambda: self.store.settle_expired(
                 now, lambda row: after_lease_expired(row, now)), None)
+        if self._leases and now >= self._next_cancel_check and not self._write_failures:
+            self._next_cancel_check = now + CANCEL_CHECK  # (not while the store refuses writes)
+            self._cancel_requested(now)
 
     def _heartbeat(self, now: float) -> None:
         with self._cv:
@@ -366,6 +384,27 @@ class Worker:
                 for e in events:
                     if e.job_id in self._leases:
                         self._leases[e.job_id] = e.lease_expires  # type: ignore[attr-defined]
+
+    def _cancel_requested(self, now: float) -> None:
+        """Act on the cancel requests of jobs held here: one not started yet is cancelled at
+        once; a running one is told (see :class:`Control`), and its attempt ends cancelled."""
+        with self._cv:
+            ids = list(self._leases)
+        try:
+            requests = self.store.tables.cancel_requests(ids)
+        except StoreError as exc:
+            log.warning("cannot read the store: %s", exc)
+            return
+        with self._cv:
+            for row in [r for r in self._todo if requests.get(r.id, (0,))[0] == r.attempt]:
+                self._todo.remove(row)
+                self._leases.pop(row.id, None)
+                self._outbox.append(JobCancelled(job_id=row.id, ts=now, attempt=row.attempt,
+                                                 reason=requests[row.id][1]))
+            slots = [s for i, s in self._running.items()
+                     if requests.get(i, (0,))[0] == s.row.attempt]
+        for slot in slots:
+            slot.control.cancel(requests[slot.row.id][1])
 
     def _time_out_overruns(self, now: float) -> None:
         with self._cv:
@@ -414,7 +453,7 @@ class Worker:
             if self._stopping:
                 return None
             row = self._todo.popleft()
-            slot = self._running[row.id] = _Slot(row, time.time())
+            slot = self._running[row.id] = _Slot(row, time.time(), Control(row, self._report))
             if not self._outbox:
                 self._cv.notify_all()
             self._outbox.append(JobStarted(job_id=row.id, ts=slot.started, attempt=row.attempt,
@@ -428,8 +467,9 @@ class Worker:
         row = slot.row
         try:
             if self._procs is not None:
-                return self._procs.run(row, slot.started, slot.deadline_by_loop)
-            return run(row, slot.started, self._async_runner, slot.deadline_by_loop)
+                return self._procs.run(row, slot.started, slot.deadline_by_loop, slot.control)
+            return run(row, slot.started, self._async_runner, slot.deadline_by_loop,
+                       middleware=self.middleware, control=slot.control)
         except BaseException as exc:
             log.exception("running %s job %d failed", row.name, row.id)
             try:
@@ -438,6 +478,13 @@ class Worker:
                 log.exception("cannot record the failure of job %d: its lease will expire",
                               row.id)
                 return None
+
+    def _report(self, events: list[Event]) -> None:
+        """A running job's progress reports: written with the next group commit."""
+        with self._cv:
+            if not self._outbox:
+                self._cv.notify_all()
+            self._outbox.extend(events)
 
     def _finish(self, outcome: Outcome) -> None:
         for e in outcome.events:  # what -v shows: each attempt that failed or timed out
