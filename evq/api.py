@@ -110,7 +110,7 @@ class Queue:
         self._commits = threading.Condition()  # notified after each commit (see wait_for)
         self._seen_commits = 0
         self._watch: Any = None
-        store.observe(hooks.emit)
+        hooks.attach(store)
 
     @property
     def url(self) -> str:

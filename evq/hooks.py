@@ -10,8 +10,10 @@ read the log with a durable subscriber (:func:`evq.subscribe`).
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -29,6 +31,9 @@ from evq.eventlog.events import (
     LeaseExpired,
 )
 from evq.projections.model import JobRow
+
+if TYPE_CHECKING:
+    from evq.projections.store import Store
 
 log = logging.getLogger("evq.hooks")
 
@@ -53,6 +58,25 @@ class QueueEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 Hook = Callable[[QueueEvent], Any]
 _hooks: dict[str, list[Hook]] = {kind: [] for kind in KINDS}
+# The stores of this process's connections; each observed by emit() once the first hook is added
+# (until then their commits cost nothing here).
+_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+_observed: weakref.WeakSet[Store] = weakref.WeakSet()
+_lock = threading.Lock()
+
+
+def attach(store: Store) -> None:
+    """Let the hooks see ``store``'s commits (a new connection's)."""
+    with _lock:
+        _stores.add(store)
+        if any(_hooks.values()):
+            _observe(store)
+
+
+def _observe(store: Store) -> None:
+    if store not in _observed:
+        _observed.add(store)
+        store.observe(emit)
 
 
 def on(kind: str, fn: Hook | None = None) -> Any:
@@ -68,7 +92,10 @@ def on(kind: str, fn: Hook | None = None) -> Any:
         return decorate
     if not callable(fn):
         raise InvalidArguments(f"on({kind!r}): {fn!r} is not callable")
-    _hooks[kind].append(fn)
+    with _lock:
+        _hooks[kind].append(fn)
+        for store in list(_stores):
+            _observe(store)
     return lambda: _hooks[kind].remove(fn)
 
 
