@@ -10,6 +10,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -25,6 +26,13 @@ log = logging.getLogger("evq.worker")
 
 Hook = Callable[[], None]
 _encode = msgspec.json.Encoder().encode
+_current: ContextVar[JobRow | None] = ContextVar("evq_current_job", default=None)
+
+
+def current_job() -> JobRow | None:
+    """The row of the job whose ``handle()`` is being called in this context, else None (an
+    async ``handle`` reads it before its first ``await``)."""
+    return _current.get()
 
 
 class Outcome(msgspec.Struct):
@@ -99,7 +107,7 @@ def run(row: JobRow, started: float, runner: Callable[[], AsyncRunner],
     except (UnknownJob, DecodeError) as exc:
         return failure(row, started, exc, final=True)
     try:
-        result = job.handle()
+        result = _handle(job, row)
         if inspect.isawaitable(result):
             on_async()
             result = runner().run(result, row.timeout)  # type: ignore[arg-type]
@@ -113,6 +121,15 @@ def run(row: JobRow, started: float, runner: Callable[[], AsyncRunner],
     return Outcome([JobSucceeded(job_id=row.id, ts=now, attempt=row.attempt,
                                  duration=now - started, result=_result(result))],
                    value=result)
+
+
+def _handle(job: Any, row: JobRow) -> Any:
+    """``job.handle()``, with ``row`` as the :func:`current_job` meanwhile."""
+    token = _current.set(row)
+    try:
+        return job.handle()
+    finally:
+        _current.reset(token)
 
 
 def failure(row: JobRow, started: float, exc: BaseException, *, job: Any = None,

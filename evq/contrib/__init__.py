@@ -1,0 +1,1 @@
+"""Integrations of evq with other libraries (each imports its library only when imported)."""
