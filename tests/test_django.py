@@ -181,12 +181,13 @@ def test_signals_are_sent_on_enqueue_start_and_finish(queue: evq.Queue) -> None:
 
 
 @pytest.mark.slow
-def test_evq_work_runs_django_tasks_with_the_worker_app(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_evq_work_runs_django_tasks_with_the_worker_app(tmp_path: Path, pool: str) -> None:
     url = f"sqlite:///{tmp_path / 'evq.db'}"
     with tasks_on(url):
         ok, bad = tasks.add.enqueue(20, 22), tasks.async_add.enqueue(1, 1)
         done = run_evq(url, "work", "--app", "evq.contrib.django.worker", "--queues",
-                       "high,default", "--stop-when-empty",
+                       "high,default", "--stop-when-empty", "--pool", pool,
                        DJANGO_SETTINGS_MODULE="tests.django_project.settings")
         assert done.returncode == 0, done.stderr
         assert tasks.add.get_result(ok.id).return_value == 42

@@ -9,6 +9,9 @@ import traceback
 from inspect import iscoroutinefunction
 from typing import Any, ClassVar
 
+from django.apps import apps
+from django.db import close_old_connections
+
 from evq.eventlog.errors import ConfigError, UnknownJob
 from evq.jobs import Job
 from evq.workers.execute import current_job
@@ -28,6 +31,9 @@ class DjangoTask(Job):
     kwargs: dict[str, Any] = {}
 
     def handle(self) -> Any:
+        if not apps.ready:  # a child of the process pool imports this module, not the --app
+            setup()
+        close_old_connections()  # as Django does per request: a worker thread lives long
         task = imported_task(self.module_path)
         row = current_job()
         if row is None:
