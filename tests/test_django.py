@@ -1,9 +1,11 @@
-"""evq as the backend of Django's tasks (the django-tasks backport on Django 5.2), with a real
-Django project (tests/django_project): enqueue, run by a worker in this process and by a real
-``evq work`` process, results, errors, defer, priority, on-commit enqueue, and the signals."""
+"""The Django tasks backend (``evq.contrib.django``) in a real Django project
+(``tests/django_project``): enqueue, run by an in-process worker and by ``evq work``, results,
+priority and deferral, ``transaction.on_commit``, and Django's task signals."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -13,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import store_of, wait_until
+from helpers import postgres_schema
 
-pytest.importorskip("django_tasks", reason="django: pip install -e '.[test]' (django-tasks)")
+import evq
+
+pytest.importorskip("django", reason="django is not installed (pip install -e '.[django]')")
+compat = pytest.importorskip("evq.contrib.django.compat",
+                             reason="no tasks framework: neither django.tasks (Django 6) nor "
+                                    "the django-tasks backport is installed")
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if str(ROOT) not in sys.path:  # the project is importable as tests.django_project
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django_project.settings")
 
@@ -28,139 +35,176 @@ django.setup()
 
 from django.db import transaction  # noqa: E402
 from django.test import override_settings  # noqa: E402
-from django_tasks import TaskResultStatus, task_backends  # noqa: E402
-from django_tasks.exceptions import TaskResultDoesNotExist  # noqa: E402
-from django_tasks.signals import task_enqueued, task_finished, task_started  # noqa: E402
 
-import evq  # noqa: E402
-from evq.contrib.django import NAME, enqueue_on_commit  # noqa: E402
+from evq.contrib.django import EvqBackend  # noqa: E402
+from evq.contrib.django.backend import _connect  # noqa: E402
+from tests.cli_jobs import CliAdd  # noqa: E402
 from tests.django_project import tasks  # noqa: E402
+from tests.test_e2e import run_evq  # noqa: E402
+
+Status = compat.TaskResultStatus
+
+
+@contextlib.contextmanager
+def tasks_on(url: str) -> Iterator[evq.Queue]:
+    """Django's ``TASKS`` set to an evq backend at ``url``; yields the backend's queue."""
+    backend = {"BACKEND": "evq.contrib.django.EvqBackend", "QUEUES": ["default", "high"],
+               "OPTIONS": {"url": url}}
+    with override_settings(TASKS={"default": backend}):
+        try:
+            yield _connect(url)
+        finally:
+            _connect(url).close()
+            _connect.cache_clear()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The project's TASKS on a fresh evq store of each kind."""
-    store = store_of(request, tmp_path / "evq.db")
-    settings = {"default": {"BACKEND": "evq.contrib.django.EvqBackend",
-                            "QUEUES": ["default", "reports"], "OPTIONS": {"url": store}}}
-    with override_settings(TASKS=settings):
-        yield store
-        task_backends["default"].close()
+def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[evq.Queue]:
+    with contextlib.ExitStack() as stack:
+        url = (stack.enter_context(postgres_schema()) if request.param == "postgres"
+               else f"sqlite:///{tmp_path / 'evq.db'}")
+        yield stack.enter_context(tasks_on(url))
 
 
-@pytest.fixture
-def signals() -> Iterator[list[tuple[str, str, str]]]:
-    """(signal, result id, status) of each task signal sent meanwhile."""
-    got: list[tuple[str, str, str]] = []
-    receivers = {}
-    for name, signal in (("enqueued", task_enqueued), ("started", task_started),
-                         ("finished", task_finished)):
-        def receive(sender: Any, task_result: Any, name: str = name, **_: Any) -> None:
-            got.append((name, task_result.id, str(task_result.status)))
-        receivers[signal] = receive
-        signal.connect(receive)
-    yield got
-    for signal, receive in receivers.items():
-        signal.disconnect(receive)
+def work(q: evq.Queue) -> int:
+    return q.worker(queues=["high", "default"], stop_when_empty=True).run()
 
 
-def work(url: str) -> None:
-    q = evq.connect(url)
-    try:
-        q.worker(stop_when_empty=True, queues=["default", "reports"]).run()
-    finally:
-        q.close()
+def test_the_backend_supports_what_evq_does() -> None:
+    assert (EvqBackend.supports_defer and EvqBackend.supports_priority
+            and EvqBackend.supports_get_result and EvqBackend.supports_async_task)
 
 
-def test_a_task_is_enqueued_into_evq_and_run_by_a_worker(url: str, signals: list[Any]) -> None:
-    backend = task_backends["default"]
-    assert (backend.supports_defer, backend.supports_priority, backend.supports_get_result,
-            backend.supports_async_task) == (True, True, True, True)
-    result = tasks.add.enqueue(2, 3)
-    assert result.status == TaskResultStatus.READY and result.enqueued_at is not None
-    job = backend.queue.job(int(result.id))
-    assert (job.name, job.queue, job.state) == (NAME, "default", "pending")
-    work(url)
-    result.refresh()
-    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 5
-    assert result.started_at is not None and result.finished_at >= result.started_at
-    assert result.attempts == 1 and result.errors == []
-    assert signals == [("enqueued", result.id, "READY"), ("started", result.id, "RUNNING"),
-                       ("finished", result.id, "SUCCESSFUL")]
+def test_a_task_is_an_evq_job_and_its_result_comes_from_the_projections(
+        queue: evq.Queue) -> None:
+    enqueued = tasks.add.enqueue(2, b=3)
+    row = queue.job(int(enqueued.id))
+    assert (row.name, row.queue, row.state) == ("django.task", "default", "pending")
+    assert enqueued.status == Status.READY and enqueued.enqueued_at is not None
+    assert (enqueued.args, enqueued.kwargs) == ([2], {"b": 3})
+    with pytest.raises(ValueError, match="not finished"):
+        _ = enqueued.return_value
+
+    assert work(queue) == 1
+    result = tasks.add.get_result(enqueued.id)
+    assert result.status == Status.SUCCESSFUL and result.return_value == 5
+    assert result.enqueued_at <= result.started_at <= result.finished_at
+    assert result.last_attempted_at == result.started_at
+    assert result.errors == [] and len(result.worker_ids) == 1
+    enqueued.refresh()
+    assert enqueued.status == Status.SUCCESSFUL and enqueued.return_value == 5
 
 
-def test_a_failing_task_gives_its_errors(url: str, signals: list[Any]) -> None:
-    result = tasks.fail.enqueue("no such account")
-    work(url)
-    got = tasks.fail.get_result(result.id)
-    assert got.status == TaskResultStatus.FAILED and got.finished_at is not None
-    [error] = got.errors
-    assert error.exception_class is ValueError and "no such account" in error.traceback
-    with pytest.raises(ValueError, match="Task failed"):
-        _ = got.return_value
-    assert signals[-1] == ("finished", result.id, "FAILED")
+def test_an_async_task_runs_as_an_async_job(queue: evq.Queue) -> None:
+    enqueued = tasks.async_add.enqueue(4, 5)
+    assert queue.job(int(enqueued.id)).queue == "high"
+    work(queue)
+    assert tasks.async_add.get_result(enqueued.id).return_value == 9
 
 
-def test_async_tasks_priority_queues_and_context(url: str) -> None:
-    greeting = tasks.greet.enqueue("ada")
-    report = tasks.report.enqueue("2026-11")
-    urgent = tasks.add.using(priority=80).enqueue(1, 1)
-    noted = tasks.attempt.enqueue("first")
-    q = task_backends["default"].queue
-    assert (q.job(int(report.id)).queue, q.job(int(report.id)).priority) == ("reports", 50)
-    assert q.job(int(urgent.id)).priority == 80
-    work(url)
-    assert tasks.greet.get_result(greeting.id).return_value == "hello ada"
-    assert tasks.report.get_result(report.id).return_value == {"month": "2026-11",
-                                                              "status": "done"}
-    assert tasks.attempt.get_result(noted.id).return_value == [1, noted.id, "first"]
+def test_a_failed_task_has_its_error_class_and_traceback(queue: evq.Queue) -> None:
+    enqueued = tasks.broken.enqueue("no luck")
+    work(queue)
+    result = tasks.broken.get_result(enqueued.id)
+    assert result.status == Status.FAILED and result.finished_at is not None
+    [error] = result.errors
+    assert error.exception_class is tasks.TaskBroke
+    assert "no luck" in error.traceback and "raise TaskBroke" in error.traceback
+    with pytest.raises(ValueError, match="failed"):
+        _ = result.return_value
 
 
-def test_run_after_defers_the_task(url: str) -> None:
+def test_a_task_with_context_sees_its_attempt(queue: evq.Queue) -> None:
+    enqueued = tasks.attempts.enqueue("first")
+    work(queue)
+    assert tasks.attempts.get_result(enqueued.id).return_value == "first:1"
+
+
+def test_priority_orders_the_queue_and_run_after_defers(queue: evq.Queue) -> None:
     later = datetime.now(UTC) + timedelta(hours=1)
-    result = tasks.add.using(run_after=later).enqueue(1, 2)
-    q = task_backends["default"].queue
-    assert q.job(int(result.id)).run_at == pytest.approx(later.timestamp())
-    work(url)
-    assert tasks.add.get_result(result.id).status == TaskResultStatus.READY
+    low = tasks.add.using(priority=-100).enqueue(1, 1)
+    high = tasks.add.using(priority=100).enqueue(2, 2)
+    deferred = tasks.add.using(run_after=later).enqueue(3, 3)
+    assert [queue.job(int(r.id)).priority for r in (low, high)] == [-100, 100]
+    assert queue.job(int(deferred.id)).run_at == pytest.approx(later.timestamp())
+
+    assert work(queue) == 2
+    low_result, high_result = (tasks.add.get_result(r.id) for r in (low, high))
+    assert high_result.started_at < low_result.started_at
+    assert tasks.add.get_result(deferred.id).status == Status.READY
 
 
-def test_unknown_results_do_not_exist(url: str) -> None:
-    from jobs import Add
-
-    backend = task_backends["default"]
-    not_a_task = backend.queue.dispatch(Add(a=1, b=1))  # an evq job, not a Django task's
-    for missing in ("999999", "not-a-number", str(not_a_task)):
-        with pytest.raises(TaskResultDoesNotExist):
-            backend.get_result(missing)
+def test_get_result_of_an_unknown_id_raises_result_does_not_exist(queue: evq.Queue) -> None:
+    other = queue.dispatch(CliAdd(a=1, b=2))  # an evq job, not a Django task
+    for result_id in ("123456789", "not-a-number", str(other)):
+        with pytest.raises(compat.ResultDoesNotExist):
+            tasks.add.get_result(result_id)
 
 
-def test_enqueue_on_commit_follows_the_transaction(url: str) -> None:
-    q = task_backends["default"].queue
-    with pytest.raises(RuntimeError), transaction.atomic():
-        enqueue_on_commit(tasks.add, 1, 1)
-        raise RuntimeError("rolled back")
-    assert q.count_jobs() == 0
+def test_enqueue_on_commit_follows_the_transaction(queue: evq.Queue) -> None:
+    with contextlib.suppress(RuntimeError), transaction.atomic():
+        transaction.on_commit(functools.partial(tasks.add.enqueue, 1, 2))
+        raise RuntimeError("roll back")
+    assert queue.count_jobs() == 0
     with transaction.atomic():
-        enqueue_on_commit(tasks.add, 2, 2)
-        assert q.count_jobs() == 0  # not before the commit
-    assert q.count_jobs() == 1
+        transaction.on_commit(functools.partial(tasks.add.enqueue, 3, 4))
+        assert queue.count_jobs() == 0
+    [row] = queue.jobs()
+    assert row.name == "django.task" and '"args":[3,4]' in row.payload
+
+
+def test_signals_are_sent_on_enqueue_start_and_finish(queue: evq.Queue) -> None:
+    received: list[tuple[str, Any, str, Any]] = []
+
+    def receiver(name: str) -> Any:
+        def receive(sender: Any, task_result: Any, **_: Any) -> None:
+            received.append((name, sender, task_result.id, task_result.status))
+        return receive
+
+    receivers = {s: receiver(n) for n, s in (("enqueued", compat.task_enqueued),
+                                             ("started", compat.task_started),
+                                             ("finished", compat.task_finished))}
+    for signal, receive in receivers.items():
+        signal.connect(receive)
+    try:
+        ok, bad = tasks.add.enqueue(1, 2), tasks.broken.enqueue("x")
+        work(queue)
+    finally:
+        for signal, receive in receivers.items():
+            signal.disconnect(receive)
+    assert [(n, s, i, st) for n, s, i, st in received if i == ok.id] == [
+        ("enqueued", EvqBackend, ok.id, Status.READY),
+        ("started", EvqBackend, ok.id, Status.RUNNING),
+        ("finished", EvqBackend, ok.id, Status.SUCCESSFUL)]
+    assert [st for _, _, i, st in received if i == bad.id] == [
+        Status.READY, Status.RUNNING, Status.FAILED]
 
 
 @pytest.mark.slow
-def test_evq_work_runs_django_tasks(url: str) -> None:
-    result = tasks.add.enqueue(20, 22)
-    env = {**os.environ, "EVQ_URL": url, "PYTHONPATH": str(ROOT),
-           "DJANGO_SETTINGS_MODULE": "tests.django_project.settings"}
-    done = subprocess.run([sys.executable, "-m", "evq.cli", "work", "--app",
-                           "evq.contrib.django.worker", "--stop-when-empty", "--sleep", "0.1"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    wait_until(lambda: tasks.add.get_result(result.id).is_finished, what="the task's end")
-    assert tasks.add.get_result(result.id).return_value == 42
-    bad = subprocess.run([sys.executable, "-m", "evq.cli", "work", "--app",
-                          "evq.contrib.django.worker"], cwd=ROOT,
-                         env={k: v for k, v in env.items() if k != "DJANGO_SETTINGS_MODULE"},
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1 and "DJANGO_SETTINGS_MODULE" in bad.stderr
-    assert "Traceback" not in bad.stderr
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_evq_work_runs_django_tasks_with_the_worker_app(tmp_path: Path, pool: str) -> None:
+    url = f"sqlite:///{tmp_path / 'evq.db'}"
+    with tasks_on(url):
+        ok, bad = tasks.add.enqueue(20, 22), tasks.async_add.enqueue(1, 1)
+        done = run_evq(url, "work", "--app", "evq.contrib.django.worker", "--queues",
+                       "high,default", "--stop-when-empty", "--pool", pool,
+                       DJANGO_SETTINGS_MODULE="tests.django_project.settings")
+        assert done.returncode == 0, done.stderr
+        assert tasks.add.get_result(ok.id).return_value == 42
+        assert tasks.async_add.get_result(bad.id).return_value == 2
+
+
+@pytest.mark.slow
+def test_the_worker_app_without_settings_is_a_clear_error(tmp_path: Path) -> None:
+    done = run_evq(f"sqlite:///{tmp_path / 'evq.db'}", "work", "--app",
+                   "evq.contrib.django.worker", "--stop-when-empty", DJANGO_SETTINGS_MODULE="")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "set DJANGO_SETTINGS_MODULE" in done.stderr
+
+
+def test_importing_evq_imports_no_django() -> None:
+    code = ("import sys, evq, evq.api, evq.workers.worker, evq.contrib; "
+            "print('django' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

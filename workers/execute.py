@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -28,6 +29,13 @@ log = logging.getLogger("evq.worker")
 
 Hook = Callable[[], None]
 _encode = msgspec.json.Encoder().encode
+_current: ContextVar[JobRow | None] = ContextVar("evq_current_job", default=None)
+
+
+def current_job() -> JobRow | None:
+    """The row of the job whose ``handle()`` is being called in this context, else None (an
+    async ``handle`` reads it before its first ``await``)."""
+    return _current.get()
 
 
 class Outcome(msgspec.Struct):
@@ -113,7 +121,7 @@ def run(row: JobRow, started: float, runner: Callable[[], AsyncRunner],
                      meta=_meta(row.meta) if row.meta else {})
 
     def call() -> Any:
-        result = job.handle()
+        result = _handle(job, row)
         if inspect.isawaitable(result):
             on_async()
             result = runner().run(result, row.timeout, control)  # type: ignore[arg-type]
@@ -145,6 +153,15 @@ def _meta(text: str) -> dict[str, str]:
         return msgspec.json.decode(text, type=dict[str, str])
     except msgspec.DecodeError:  # written by another program: no context is better than none
         return {}
+
+
+def _handle(job: Any, row: JobRow) -> Any:
+    """``job.handle()``, with ``row`` as the :func:`current_job` meanwhile."""
+    token = _current.set(row)
+    try:
+        return job.handle()
+    finally:
+        _current.reset(token)
 
 
 def failure(row: JobRow, started: float, exc: BaseException, *, job: Any = None,

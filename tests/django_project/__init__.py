@@ -1,1 +1,1 @@
-"""A small Django project for the tests of evq.contrib.django (its settings and tasks)."""
+"""A small Django project whose tasks run on evq (tests/test_django.py)."""

@@ -1,13 +1,12 @@
-"""Settings of the test project: its tasks go to the evq store that ``EVQ_URL`` names, and its
-database is the SQLite file ``EVQ_DJANGO_DB`` (both set by the tests)."""
+"""Settings of the test project: tasks on evq at ``EVQ_URL`` (tests override ``TASKS``)."""
 
+import importlib.util
 import os
 
-SECRET_KEY = "evq-tests"
+SECRET_KEY = "evq-tests-only"
 USE_TZ = True
-INSTALLED_APPS = ["django_tasks", "tests.django_project"]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3",
-                         "NAME": os.environ.get("EVQ_DJANGO_DB", ":memory:")}}
-TASKS = {"default": {"BACKEND": "evq.contrib.django.EvqBackend",
-                     "QUEUES": ["default", "reports"],
+INSTALLED_APPS = [*(["django_tasks"] if importlib.util.find_spec("django_tasks") else []),
+                  "tests.django_project"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+TASKS = {"default": {"BACKEND": "evq.contrib.django.EvqBackend", "QUEUES": ["default", "high"],
                      "OPTIONS": {"url": os.environ.get("EVQ_URL", "memory://")}}}

@@ -1,28 +1,33 @@
-"""The project's tasks: Django's ``@task`` functions that evq runs."""
+"""Django tasks of the test project: sync, async, failing, with context."""
 
-from django_tasks import task
+import asyncio
+
+try:
+    from django.tasks import task  # type: ignore[import-not-found]
+except ImportError:
+    from django_tasks import task
 
 
-@task()
+class TaskBroke(Exception):
+    """What ``broken`` raises."""
+
+
+@task
 def add(a: int, b: int) -> int:
     return a + b
 
 
-@task(priority=50, queue_name="reports")
-def report(month: str) -> dict[str, str]:
-    return {"month": month, "status": "done"}
+@task(queue_name="high", priority=50)
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
 
 
-@task()
-async def greet(name: str) -> str:
-    return f"hello {name}"
-
-
-@task()
-def fail(message: str) -> None:
-    raise ValueError(message)
+@task
+def broken(message: str) -> None:
+    raise TaskBroke(message)
 
 
 @task(takes_context=True)
-def attempt(context: object, note: str) -> list[object]:
-    return [context.attempt, context.task_result.id, note]  # type: ignore[attr-defined]
+def attempts(context: object, label: str) -> str:
+    return f"{label}:{context.attempt}"  # type: ignore[attr-defined]
