@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from helpers import postgres_schema
+from helpers import postgres_schema, store_of
 
 import evq
 from evq.workers import execute
@@ -30,6 +30,27 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/evq.db"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def db(tmp_path: Any) -> Any:
+    """The path of a SQLite file for the test (not created)."""
+    return tmp_path / "evq.db"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, db: Any) -> str:
+    """A store other processes can open, of each kind; tests that look at the SQLite file
+    itself (``db``) run on it only."""
+    return store_of(request, db)
+
+
+@pytest.fixture
+def q(url: str) -> Iterator[evq.Queue]:
+    """``evq.connect(url)`` (creates the store), closed after the test."""
+    queue = evq.connect(url)
+    yield queue
+    queue.close()
 
 
 @pytest.fixture

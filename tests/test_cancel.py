@@ -141,20 +141,6 @@ def test_a_lost_lease_with_a_cancel_request_cancels_instead_of_retrying() -> Non
 # -- evq cancel ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    from helpers import store_of
-
-    return store_of(request, tmp_path / "evq.db")
-
-
-@pytest.fixture
-def q(url: str) -> Any:
-    queue = evq.connect(url)
-    yield queue
-    queue.close()
-
-
 def cli(url: str, *args: Any) -> Any:
     return CliRunner().invoke(app, ["--url", url, *map(str, args)])
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from helpers import store_of
 from typer.testing import CliRunner, Result
 
 import evq
@@ -62,26 +61,6 @@ def _cli_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     registry._types.update(known)
     for s, h in handlers.items():
         signal.signal(s, h)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "evq.db"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, db: Path) -> str:
-    """The store of each kind; tests that look at the SQLite file itself (``db``) run on it
-    only."""
-    return store_of(request, db)
-
-
-@pytest.fixture
-def q(url: str) -> Iterator[evq.Queue]:
-    """The store through the Python API (creates the file)."""
-    queue = evq.connect(url)
-    yield queue
-    queue.close()
 
 
 def invoke(args: Sequence[Any], env: dict[str, str | None] | None = None) -> Result:

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import msgspec
 import pytest
-from helpers import event_types, store_of, wait_until
+from helpers import event_types, wait_until
 
 import evq
 from evq.eventlog.events import JobDispatched
@@ -139,25 +139,6 @@ def spawn() -> Iterator[Callable[..., Evq]]:
     yield start
     for p in started:
         p.stop()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "evq.db"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, db: Path) -> str:
-    """The store of each kind; tests that look at the SQLite file itself (``db``) run on it
-    only."""
-    return store_of(request, db)
-
-
-@pytest.fixture
-def q(url: str) -> Iterator[evq.Queue]:
-    queue = evq.connect(url)
-    yield queue
-    queue.close()
 
 
 def log_json(url: str) -> list[dict[str, Any]]:

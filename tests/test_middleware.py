@@ -120,15 +120,3 @@ def test_evq_work_refuses_a_bad_middleware_option(url: str, spec: str, message: 
     assert line.startswith("error: --middleware") and message in line
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    from helpers import store_of
-
-    return store_of(request, tmp_path / "evq.db")
-
-
-@pytest.fixture
-def q(url: str) -> Any:
-    queue = evq.connect(url)
-    yield queue
-    queue.close()
