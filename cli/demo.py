@@ -63,5 +63,8 @@ def demo(
     dead = q.jobs("failed", limit=1)
     for row in (retried[:1] or []) + dead:
         print_history(q.history(row.id))
-    out.print(f"\nExplore it: evq --url {url} jobs --state failed | history ID | "
-                  "events --json | query \"SELECT ...\"")
+    from .groups import print_groups
+
+    print_groups(q.groups("chain") + q.groups("batch"))
+    out.print(f"\nExplore it: evq --url {url} jobs --state failed | history ID | batches | "
+              "workflow ID | events --json | query \"SELECT ...\"")

@@ -32,7 +32,7 @@ def batches(
     if as_json:
         print_json(rows)
         return
-    _summary(rows)
+    print_groups(rows)
 
 
 def batch(
@@ -45,7 +45,7 @@ def batch(
     if as_json:
         print_json(status)
         return
-    _summary([status])
+    print_groups([status])
 
 
 def workflow(
@@ -58,12 +58,13 @@ def workflow(
     if as_json:
         print_json(status)
         return
-    _summary([status])
+    print_groups([status])
     print_table(None, ["id", "name", "state", "waits for"],
                 [(j["id"], j["name"], j["state"], _edges(j)) for j in status.get("jobs", [])])
 
 
-def _summary(rows: list[dict[str, Any]]) -> None:
+def print_groups(rows: list[dict[str, Any]]) -> None:
+    """Batches, workflows or chains as a table, with their progress."""
     print_table(None, ["id", "kind", "name", "state", "total", "succeeded", "failed",
                        "cancelled", "pending", "created", "finished"],
                 [(r["id"], r["kind"], r["name"], r["state"], r["total"], r["succeeded"],

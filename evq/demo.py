@@ -75,4 +75,11 @@ def dispatch_mix(q: object) -> int:
     for i in range(5):
         q.dispatch(SendEmail(to=f"late{i}@example.com", subject="Reminder"),  # type: ignore[attr-defined]
                    delay=1 + i * 0.5)
-    return n + 5
+    # an order's steps one after another, and a quarter's reports in parallel with a callback
+    q.chain(ResizeImage(image_id=9000), GenerateReport(month="2026-07"),  # type: ignore[attr-defined]
+            SendEmail(to="buyer@example.com", subject="Your photo book is ready"),
+            name="photo-book").dispatch()
+    q.batch([GenerateReport(month=f"2026-{m:02d}") for m in (8, 9, 10)],  # type: ignore[attr-defined]
+            name="Q3 reports").on_finally(
+        SendEmail(to="cfo@example.com", subject="Q3 reports are ready")).dispatch()
+    return n + 5 + 3 + 4

@@ -8,7 +8,7 @@ import time
 import evq
 from evq.projections.analytics import percentile, recent
 from tests.cli_jobs import CliAdd, CliFail, CliUrgent
-from tests.test_cli import Cli, _cli_environment, as_json, cli, db, ok, q, url, work  # noqa: F401
+from tests.test_cli import Cli, _cli_environment, as_json, cli, ok, work  # noqa: F401
 
 
 def test_stats_shows_outcomes_retries_times_and_throughput(cli: Cli, q: evq.Queue) -> None:

@@ -874,9 +874,10 @@ def test_demo_runs_to_completion(tmp_path: Path) -> None:
     path = tmp_path / "demo.db"
     out = ok(invoke(["demo", "--path", path]))
     text = out.stdout
-    assert "dispatched 252 jobs" in text
+    assert "dispatched 259 jobs" in text  # with a chain of 3 and a batch of 3 with a callback
     for fragment in ("queues", "job types", "ResizeImage", "SendEmail", "ImportCsv",
-                     "JobDispatched", "JobSucceeded", "JobDead", "Explore it"):
+                     "JobDispatched", "JobSucceeded", "JobDead", "photo-book", "Q3 reports",
+                     "Explore it"):
         assert fragment in text, fragment
     demo_url = f"sqlite:///{path}"
     assert "0 differences" in ok(invoke(["--url", demo_url, "replay", "--since", "0",

@@ -21,10 +21,7 @@ from tests.test_cli import (  # noqa: F401  (fixtures)
     as_json,
     assert_error,
     cli,
-    db,
     ok,
-    q,
-    url,
     work,
 )
 

@@ -31,7 +31,7 @@ from tests.cli_jobs import CliAdd, CliBloat, CliCrash, CliHang, CliSleep, CliWor
 from tests.test_e2e import APP, ROOT, Evq, run_evq
 
 # the end-to-end fixtures: a SQLite file, its URL, a queue on it, and evq processes
-db, url, q, spawn = e2e.db, e2e.url, e2e.q, e2e.spawn
+spawn = e2e.spawn  # the fixture that starts evq processes
 
 pytestmark = pytest.mark.slow
 JOBS_ON_A_SMALL_DISK = 500

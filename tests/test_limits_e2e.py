@@ -17,7 +17,7 @@ import evq
 from evq.eventlog.events import JobDispatched, JobHeld, JobStarted, JobSucceeded
 
 pytestmark = pytest.mark.slow
-db, url, q, spawn = test_e2e.db, test_e2e.url, test_e2e.q, test_e2e.spawn  # its fixtures
+spawn = test_e2e.spawn  # its fixture
 
 APP = "tests.cli_jobs"
 

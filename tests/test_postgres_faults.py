@@ -203,7 +203,10 @@ def test_server_restart_under_two_workers_and_a_dispatcher(
     rows = log_rows(url)
     dispatched = {job for _, kind, job, _ in rows if kind == "JobDispatched"}
     assert set(every) <= dispatched, "acknowledged dispatches missing from the log"
-    check_log(rows, sorted(dispatched))
+    # A worker whose outcome could not be written for longer than its 2 s lease (the restart
+    # took that long on a busy machine) has its late success recorded as stale, which changes
+    # nothing: what must hold is one success per job under a valid lease.
+    check_log(rows, sorted(dispatched), stale_ok=True)
     replay_verify(url)
     print(f"\npg restart: {len(dispatched)} jobs ({len(d.acked)} dispatched meanwhile, "
           f"{derr.count('dispatch failed')} dispatches retried), 2 workers reconnected, "

@@ -20,7 +20,7 @@ from evq.eventlog.events import (
     JobStarted,
 )
 from tests.cli_jobs import CliAdd, CliFail
-from tests.test_cli import Cli, _cli_environment, as_json, cli, db, q, url, work  # noqa: F401
+from tests.test_cli import Cli, _cli_environment, as_json, cli, work  # noqa: F401
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 QUERIES = re.findall(r"```sql\n(.*?)```", README.read_text(), re.S)

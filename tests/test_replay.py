@@ -28,14 +28,11 @@ from tests.test_cli import (  # noqa: F401  (fixtures)
     as_json,
     assert_error,
     cli,
-    db,
     invoke,
     json_lines,
     ok,
-    q,
     snapshot,
     sql,
-    url,
     work,
 )
 

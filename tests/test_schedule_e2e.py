@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 from helpers import wait_until
-from test_e2e import Evq, db, q, run_evq, spawn, url  # noqa: F401  (fixtures)
+from test_e2e import Evq, run_evq, spawn  # noqa: F401  (fixtures)
 
 import evq
 from evq.eventlog.events import ScheduleTicked
@@ -52,7 +52,7 @@ def assert_consecutive(got: list[ScheduleTicked]) -> None:
     assert [t.tick for t in got] == [got[0].tick + 60 * i for i in range(len(got))]
 
 
-def test_two_schedulers_dispatch_each_tick_once(url: str, q: evq.Queue,  # noqa: F811
+def test_two_schedulers_dispatch_each_tick_once(url: str, q: evq.Queue,
                                                 spawn: Callable[..., Evq],  # noqa: F811
                                                 fast_clock: None) -> None:
     procs = [spawn(url, "schedule", "--app", APP) for _ in range(2)]
@@ -113,7 +113,7 @@ def test_a_killed_scheduler_restarted_catches_up_once_or_skips(
     assert run_evq(url, "replay", "--since", "0", "--verify").returncode == 0
 
 
-def test_an_idle_scheduler_uses_next_to_no_cpu(url: str, q: evq.Queue,  # noqa: F811
+def test_an_idle_scheduler_uses_next_to_no_cpu(url: str, q: evq.Queue,
                                                spawn: Callable[..., Evq]) -> None:  # noqa: F811
     from benchmarks.procstat import idle_cpu_percent
 

@@ -25,7 +25,7 @@ from tests import test_e2e as e2e
 from tests.cli_jobs import CliAdd, CliSleep, CliWork
 from tests.test_e2e import APP, Evq
 
-db, url, q, spawn = e2e.db, e2e.url, e2e.q, e2e.spawn
+spawn = e2e.spawn  # the fixture that starts evq processes
 
 DEPTH = 1000  # nesting that makes msgspec raise RecursionError while it decodes
 
