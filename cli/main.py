@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, groups, inspect, liveness, manage, replay, sql, work
+from . import dashboard, demo, groups, inspect, liveness, manage, replay, sql, work
 from .app import make_app
 from .context import Context
 
@@ -24,7 +24,7 @@ def root(
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (work, manage, inspect, groups, liveness, sql, replay, demo):
+for module in (work, manage, inspect, groups, liveness, sql, replay, demo, dashboard):
     module.register(app)
 
 

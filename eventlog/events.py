@@ -128,22 +128,30 @@ class JobCancelled(Event, frozen=True, tag="JobCancelled"):
     """pending/waiting -> cancelled (a waiting job: a job it waited for failed)."""
 
     reason: str = ""
+    by: str = ""  # the operator who cancelled it, if one did
 
 
 class JobRequeued(Event, frozen=True, tag="JobRequeued"):
     """failed/cancelled -> pending: an operator's retry; the failure count starts again."""
 
     run_at: float = 0.0
+    by: str = ""  # the operator, and why
+    reason: str = ""
 
 
 class JobPurged(Event, frozen=True, tag="JobPurged"):
     """any finished state -> (row removed); the events stay in the log."""
+
+    by: str = ""  # the operator, and why
+    reason: str = ""
 
 
 class QueueCleared(Event, frozen=True, tag="QueueCleared"):
     """pending -> (row removed): the job went with ``evq clear`` of its queue."""
 
     queue: str
+    by: str = ""  # the operator, and why
+    reason: str = ""
 
 
 class Callback(msgspec.Struct, frozen=True, kw_only=True):
