@@ -5,6 +5,7 @@
   if (live && window.EventSource) {
     var source = new EventSource("/live");
     var busy = false;
+    source.addEventListener("open", function () { document.body.setAttribute("data-live", "on"); });
     source.addEventListener("change", function () {
       if (busy) { return; }
       busy = true;
