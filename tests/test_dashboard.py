@@ -222,3 +222,13 @@ def test_cli_failed_retry_records_the_os_user(tmp_path: object) -> None:
                               str(job_id)], capture_output=True, text=True, check=True).stdout
     assert "carol" in history and "deploy fixed it" in history
     q.close()
+
+
+def test_replay_shows_the_queues_as_of_a_past_moment(client: TestClient, failed_id: int,
+                                                     queue: evq.Queue) -> None:
+    before = client.get("/replay", params={"at": "2000-01-01T00:00:00"}).text
+    assert "no jobs then" in before
+    after = client.get("/replay", params={"at": "2999-01-01T00:00:00"}).text
+    assert '<td class="failed">1</td>' in after and '<td class="succeeded">1</td>' in after
+    assert client.get("/replay").status_code == 200
+    assert queue.count_jobs("failed") == 1  # the live projections are untouched

@@ -98,6 +98,11 @@ def app(queue: Queue, *, allow_actions: bool = False, token: str | None = None) 
             raise HTTPException(404, str(e)) from e
         return render(request, "group.html", group=found)
 
+    def as_of(request: Request) -> HTMLResponse:
+        at = request.query_params.get("at") or ""
+        past = _past(queue, _time(at)) if at else None
+        return render(request, "replay.html", at=at, past=past)
+
     def prometheus(request: Request) -> PlainTextResponse:
         return PlainTextResponse(metrics.text(queue),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -123,7 +128,8 @@ def app(queue: Queue, *, allow_actions: bool = False, token: str | None = None) 
         Route("/", overview), Route("/live", live), Route("/live/counts", live_counts),
         Route("/jobs", jobs), Route("/jobs/{job_id:int}", job), Route("/failed", failed),
         Route("/groups", groups), Route("/groups/{group_id:int}", group),
-        Route("/metrics", prometheus), Route("/actions/{verb}", act, methods=["POST"]),
+        Route("/replay", as_of), Route("/metrics", prometheus),
+        Route("/actions/{verb}", act, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes)
@@ -177,6 +183,20 @@ async def _changes(queue: Queue, request: Request) -> AsyncIterator[str]:
             await asyncio.sleep(LIVE_INTERVAL)  # debounce: bursts become one update
     finally:
         watch.close()
+
+
+def _past(queue: Queue, until_ts: float | None) -> dict[str, Any]:
+    """The queues' counts as of ``until_ts``, rebuilt from the log by the replay code into a
+    store in memory (read-only: the live projections are untouched)."""
+    from evq.projections.replay import replay
+    from evq.projections.store import Store
+
+    copy = Queue(Store.in_memory())
+    try:
+        done = replay(queue.store, into=copy.store, until_ts=until_ts)
+        return {"queues": copy.stats()["queues"], "events": done.events}
+    finally:
+        copy.close()
 
 
 def _time(value: str | None) -> float | None:
