@@ -17,6 +17,7 @@ from helpers import wait_until
 import evq
 
 CHROMIUM = "/usr/bin/chromium"
+# The README's screenshots are retaken with EVQ_SCREENSHOTS=1; otherwise they go to tmp_path.
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TOKEN = "e2e-token"
 EVQ = [sys.executable, "-c", "from evq.cli.main import main; main()"]
@@ -80,8 +81,10 @@ def served(tmp_path: Path) -> Iterator[tuple[evq.Queue, str]]:
         q.close()
 
 
-def test_overview_live_failed_timeline_retry_and_history(served: tuple[evq.Queue, str]) -> None:
+def test_overview_live_failed_timeline_retry_and_history(served: tuple[evq.Queue, str],
+                                                          tmp_path: Path) -> None:
     q, base = served
+    shots = DOCS if os.environ.get("EVQ_SCREENSHOTS") else tmp_path
     failed_id = q.jobs("failed")[0].id
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -93,15 +96,15 @@ def test_overview_live_failed_timeline_retry_and_history(served: tuple[evq.Queue
         q.dispatch_many([Quick(n=i) for i in range(3)])
         q.worker(stop_when_empty=True).run()
         sync_api.expect(succeeded).to_have_text("4", timeout=10_000)  # live, no reload
-        page.screenshot(path=str(DOCS / "dashboard-overview.png"), full_page=True)
+        page.screenshot(path=str(shots / "dashboard-overview.png"), full_page=True)
 
         page.goto(base + "/failed")
-        page.screenshot(path=str(DOCS / "dashboard-failed.png"), full_page=True)
+        page.screenshot(path=str(shots / "dashboard-failed.png"), full_page=True)
         page.click(f'a[href="/jobs/{failed_id}"]')
         sync_api.expect(page.locator(".timeline")).to_contain_text("JobFailed")
         sync_api.expect(page.locator(".timeline .error").first).to_contain_text(
             "<script>alert(1)</script>")  # shown as text, not run
-        page.screenshot(path=str(DOCS / "dashboard-job.png"), full_page=True)
+        page.screenshot(path=str(shots / "dashboard-job.png"), full_page=True)
 
         page.fill("input[name=by]", "ann")
         page.fill("input[name=reason]", "upstream fixed")
