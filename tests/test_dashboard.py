@@ -3,6 +3,7 @@ and refused, on each store."""
 
 from __future__ import annotations
 
+import getpass
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -232,3 +233,15 @@ def test_replay_shows_the_queues_as_of_a_past_moment(client: TestClient, failed_
     assert '<td class="failed">1</td>' in after and '<td class="succeeded">1</td>' in after
     assert client.get("/replay").status_code == 200
     assert queue.count_jobs("failed") == 1  # the live projections are untouched
+
+
+def test_cli_clear_records_the_os_user_by_default(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/evq.db"
+    q = evq.connect(url)
+    job_id = q.dispatch(Fine())
+    subprocess.run([sys.executable, "-m", "evq.cli", "--url", url, "clear", "default", "--force"],
+                   capture_output=True, text=True, check=True)
+    event = q.history(job_id)[-1].event
+    assert type(event).__name__ == "QueueCleared"
+    assert event.by == getpass.getuser()  # type: ignore[union-attr]
+    q.close()
