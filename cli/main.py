@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import demo, groups, inspect, liveness, make, manage, replay, schedule, sql, work
+from . import dashboard, demo, groups, inspect, liveness, make, manage, replay, schedule, sql, work
 from .app import make_app
 from .context import Context
 
@@ -24,7 +24,8 @@ def root(
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (work, schedule, manage, inspect, groups, liveness, sql, replay, demo, make):
+for module in (work, schedule, manage, inspect, groups, liveness, sql, replay, demo, make,
+               dashboard):
     module.register(app)
 
 

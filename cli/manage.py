@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+
 import typer
 
 from .app import make_app
@@ -10,6 +12,14 @@ from .output import inert, print_json, print_table, when
 from .timeparse import parse_time
 
 failed_app = make_app("Failed jobs: those whose last attempt failed (retries used up).")
+
+BY = typer.Option(None, "--by", help="The operator the event names (default: the OS user).")
+REASON = typer.Option("", "--reason", help="Why, for the audit trail.")
+
+
+def operator(by: str | None) -> str:
+    """``--by``, else the OS user."""
+    return by if by is not None else getpass.getuser()
 
 
 def register(app: typer.Typer) -> None:
@@ -56,11 +66,12 @@ def register(app: typer.Typer) -> None:
     def cancel(
         ctx: typer.Context,
         job_id: int = typer.Argument(..., help="The job to cancel."),
-        reason: str = typer.Option("", "--reason", help="Recorded with the cancel."),
+        reason: str = REASON,
+        by: str = BY,
     ) -> None:
         """Cancel a job: a pending one at once; a leased or running one is stopped by its
         worker within about a second (its attempt is recorded as cancelled, without retry)."""
-        row = get(ctx).queue().cancel(job_id, reason)
+        row = get(ctx).queue().cancel(job_id, reason, by=operator(by))
         typer.echo(f"cancelled job {job_id}" if row.state == "cancelled" else
                    f"cancel requested for job {job_id} ({row.state} on worker "
                    f"{inert(row.worker or '')})")
@@ -70,12 +81,15 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         queue: str = typer.Argument(..., help="The queue to empty."),
         force: bool = typer.Option(False, "--force", help="Really remove its pending jobs."),
+        by: str = BY,
+        reason: str = REASON,
     ) -> None:
         """Remove every pending (ready or delayed) job of a queue; the log keeps their history."""
         if not force:
             raise typer.BadParameter(f"this removes every pending job of {queue!r}: "
                                      "add --force to do it", param_hint="--force")
-        typer.echo(f"cleared {get(ctx).queue().clear(queue)} jobs from {queue}")
+        cleared = get(ctx).queue().clear(queue, by=operator(by), reason=reason)
+        typer.echo(f"cleared {cleared} jobs from {queue}")
 
 
 @failed_app.command("list")
@@ -105,26 +119,30 @@ def failed_retry(
     job_id: int = typer.Argument(None, help="The failed job to queue again."),
     all_: bool = typer.Option(False, "--all", help="Queue every failed job again."),
     queue: str = typer.Option(None, "--queue", help="With --all: only this queue."),
+    by: str = BY,
+    reason: str = REASON,
 ) -> None:
     """Queue failed jobs again (JobRequeued): their attempts start over."""
     q = get(ctx).queue()
     if all_ == (job_id is not None):
         raise typer.BadParameter("give a job id or --all")
     if all_:
-        typer.echo(f"requeued {q.retry_all(queue)} jobs")
+        typer.echo(f"requeued {q.retry_all(queue, by=operator(by), reason=reason)} jobs")
     else:
-        q.retry(job_id)
+        q.retry(job_id, by=operator(by), reason=reason)
         typer.echo(f"requeued job {job_id}")
 
 
 @failed_app.command("delete")
-def failed_delete(ctx: typer.Context, job_id: int = typer.Argument(...)) -> None:
+def failed_delete(ctx: typer.Context, job_id: int = typer.Argument(...), by: str = BY,
+                  reason: str = REASON) -> None:
     """Remove one failed job from the failed list (its events stay in the log)."""
-    get(ctx).queue().forget(job_id, states=["failed"])
+    get(ctx).queue().forget(job_id, states=["failed"], by=operator(by), reason=reason)
     typer.echo(f"deleted job {job_id}")
 
 
 @failed_app.command("flush")
-def failed_flush(ctx: typer.Context) -> None:
+def failed_flush(ctx: typer.Context, by: str = BY, reason: str = REASON) -> None:
     """Remove every failed job from the failed list (their events stay in the log)."""
-    typer.echo(f"deleted {get(ctx).queue().flush_failed()} failed jobs")
+    deleted = get(ctx).queue().flush_failed(by=operator(by), reason=reason)
+    typer.echo(f"deleted {deleted} failed jobs")

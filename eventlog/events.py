@@ -157,6 +157,7 @@ class JobCancelled(Event, frozen=True, tag="JobCancelled"):
 
     reason: str = ""
     attempt: int = 0
+    by: str = ""  # the operator who cancelled it, if one did
 
 
 class JobCancelRequested(Event, frozen=True, tag="JobCancelRequested"):
@@ -165,6 +166,7 @@ class JobCancelRequested(Event, frozen=True, tag="JobCancelRequested"):
 
     attempt: int
     reason: str = ""
+    by: str = ""  # the operator who asked, if one did
 
 
 class JobProgress(Event, frozen=True, tag="JobProgress"):
@@ -180,16 +182,23 @@ class JobRequeued(Event, frozen=True, tag="JobRequeued"):
     """failed/cancelled -> pending: an operator's retry; the failure count starts again."""
 
     run_at: float = 0.0
+    by: str = ""  # the operator, and why
+    reason: str = ""
 
 
 class JobPurged(Event, frozen=True, tag="JobPurged"):
     """any finished state -> (row removed); the events stay in the log."""
+
+    by: str = ""  # the operator, and why
+    reason: str = ""
 
 
 class QueueCleared(Event, frozen=True, tag="QueueCleared"):
     """pending -> (row removed): the job went with ``evq clear`` of its queue."""
 
     queue: str
+    by: str = ""  # the operator, and why
+    reason: str = ""
 
 
 class Callback(msgspec.Struct, frozen=True, kw_only=True):

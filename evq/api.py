@@ -360,6 +360,14 @@ class Queue:
         """How many jobs :meth:`jobs` would list without a limit."""
         return self.store.tables.count(**_job_filters(state, queue, name))
 
+    def search(self, state: str | None = None, *, queue: str | None = None,
+               name: str | None = None, text: str = "", since: float | None = None,
+               until: float | None = None, offset: int = 0, limit: int = 50) -> list[JobRow]:
+        """Jobs as :meth:`jobs` selects them, newest first from ``offset``, also by ``text``
+        in their arguments or error and by dispatch time (``since`` <= it < ``until``)."""
+        return self.store.tables.search(text=text, since=since, until=until, offset=offset,
+                                        limit=limit, **_job_filters(state, queue, name))
+
     def size(self, queue: str = "default") -> int:
         """Jobs waiting in ``queue``: ready and delayed, not yet claimed."""
         return sum(c.pending for c in self.store.tables.queue_counts() if c.queue == queue)
@@ -399,52 +407,58 @@ class Queue:
 
     # -- operating -----------------------------------------------------------------------------
 
-    def clear(self, queue: str) -> int:
-        """Remove every pending (ready or delayed) job of ``queue``; returns how many."""
+    def clear(self, queue: str, *, by: str = "", reason: str = "") -> int:
+        """Remove every pending (ready or delayed) job of ``queue``; returns how many. ``by``
+        and ``reason`` (here and in the other operations) name the operator in the event."""
         now = time.time()
-        return len(self.store.change(lambda r: [QueueCleared(job_id=r.id, ts=now, queue=queue)],
-                                     states=[PENDING], queue=queue))
+        return len(self.store.change(
+            lambda r: [QueueCleared(job_id=r.id, ts=now, queue=queue, by=by, reason=reason)],
+            states=[PENDING], queue=queue))
 
-    def retry(self, job_id: int) -> JobRow:
+    def retry(self, job_id: int, *, by: str = "", reason: str = "") -> JobRow:
         """Queue a failed (or cancelled) job again: ``JobRequeued``, attempts start over."""
         now = time.time()
         return self._operate(job_id, (FAILED, CANCELLED), "retry",
-                             lambda r: [JobRequeued(job_id=r.id, ts=now)])
+                             lambda r: [JobRequeued(job_id=r.id, ts=now, by=by, reason=reason)])
 
-    def retry_all(self, queue: str | None = None) -> int:
+    def retry_all(self, queue: str | None = None, *, by: str = "", reason: str = "") -> int:
         """Queue every failed job (of ``queue``) again; returns how many."""
         now = time.time()
-        return len(self.store.change(lambda r: [JobRequeued(job_id=r.id, ts=now)],
-                                     states=[FAILED], queue=queue))
+        return len(self.store.change(
+            lambda r: [JobRequeued(job_id=r.id, ts=now, by=by, reason=reason)],
+            states=[FAILED], queue=queue))
 
-    def cancel(self, job_id: int, reason: str = "") -> JobRow:
+    def cancel(self, job_id: int, reason: str = "", *, by: str = "") -> JobRow:
         """Cancel a job: a pending one (or one waiting for others of its workflow: what waits
         for it is cancelled too) at once (``JobCancelled``); for a leased or running one, ask
         the worker that holds it (``JobCancelRequested``, the row's ``cancel_requested``): it
-        cancels the job within about a second. Returns the row afterwards."""
+        cancels the job within about a second. ``by``: the operator. Returns the row
+        afterwards."""
         now = time.time()
 
         def decide(row: JobRow) -> list[Event]:
             if row.state in (PENDING, WAITING):
-                return [JobCancelled(job_id=row.id, ts=now, reason=reason)]
+                return [JobCancelled(job_id=row.id, ts=now, reason=reason, by=by)]
             if row.cancel_requested is None:
                 return [JobCancelRequested(job_id=row.id, ts=now, attempt=row.attempt,
-                                           reason=reason)]
+                                           reason=reason, by=by)]
             return []  # asked already
 
         return self._operate(job_id, (PENDING, WAITING, *HELD), "cancel", decide)
 
-    def forget(self, job_id: int, states: Sequence[str] = FINISHED) -> None:
+    def forget(self, job_id: int, states: Sequence[str] = FINISHED, *, by: str = "",
+               reason: str = "") -> None:
         """Remove a finished job (in one of ``states``) from the projections (``JobPurged``;
         its events stay in the log)."""
         now = time.time()
-        self._operate(job_id, states, "delete", lambda r: [JobPurged(job_id=r.id, ts=now)])
+        self._operate(job_id, states, "delete",
+                      lambda r: [JobPurged(job_id=r.id, ts=now, by=by, reason=reason)])
 
-    def flush_failed(self) -> int:
+    def flush_failed(self, *, by: str = "", reason: str = "") -> int:
         """Remove every failed job from the projections; returns how many."""
         now = time.time()
-        return len(self.store.change(lambda r: [JobPurged(job_id=r.id, ts=now)],
-                                     states=[FAILED]))
+        return len(self.store.change(
+            lambda r: [JobPurged(job_id=r.id, ts=now, by=by, reason=reason)], states=[FAILED]))
 
     def _operate(self, job_id: int, allowed: Sequence[str], verb: str,
                  decide: Any) -> JobRow:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import msgspec
 
@@ -368,6 +369,21 @@ class SqlTables:
         where, index = _filter(states, queue, name, due_before, due_after)
         return self.log.read_rows(f"SELECT count(*) FROM jobs{self.log.index_hint(index)} "
                                   f"WHERE {where}", where.params)[0][0]
+
+    def search(self, *, text: str = "", since: float | None = None,
+               until: float | None = None, offset: int = 0, limit: int = 50,
+               **filters: Any) -> list[JobRow]:
+        """Like :meth:`find` (newest first, from ``offset``), also with ``text`` in the
+        arguments or the error, and dispatched between ``since`` and ``until``."""
+        where, index = _filter(filters.get("states", ()), filters.get("queue"),
+                               filters.get("name"), filters.get("due_before"),
+                               filters.get("due_after"))
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.add("(payload LIKE ? ESCAPE '\\' OR error LIKE ? ESCAPE '\\')", like, like)
+        where.given(("dispatched_at >= ?", since), ("dispatched_at < ?", until))
+        return self._rows(str(where), where.params,
+                          f"ORDER BY id DESC LIMIT {int(limit)} OFFSET {int(offset)}", index)
 
     def pending_ids(self, queue: str) -> list[int]:
         return [i for (i,) in self.log.read_rows(

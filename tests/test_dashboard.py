@@ -1,0 +1,247 @@
+"""The web dashboard through Starlette's test client: every page, filter and action, allowed
+and refused, on each store."""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+import evq
+from evq.dashboard import app
+
+TOKEN = "s3cret-token"
+SCRIPT = "<script>alert(1)</script>"
+
+
+class Xss(evq.Job):
+    job_name = "dashboard.xss"
+    tries = 1
+
+    note: str = ""
+
+    def handle(self) -> None:
+        raise ValueError(SCRIPT)
+
+
+class Fine(evq.Job):
+    job_name = "dashboard.fine"
+
+    note: str = ""
+
+    def handle(self) -> str:
+        return self.note
+
+
+@pytest.fixture
+def failed_id(queue: evq.Queue) -> int:
+    """One failed job (its error message is a script tag) and one that succeeded."""
+    job_id = queue.dispatch(Xss(note="needle-42"))
+    queue.dispatch(Fine(note="hay"))
+    queue.worker(stop_when_empty=True).run()
+    assert queue.job(job_id).state == "failed"
+    return job_id
+
+
+@pytest.fixture
+def client(queue: evq.Queue) -> Iterator[TestClient]:
+    with TestClient(app(queue)) as c:
+        yield c
+
+
+@pytest.fixture
+def actions(queue: evq.Queue) -> Iterator[TestClient]:
+    with TestClient(app(queue, allow_actions=True, token=TOKEN)) as c:
+        yield c
+
+
+def test_overview_shows_counts_chart_types_and_workers(client: TestClient, failed_id: int,
+                                                       queue: evq.Queue) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert '<td class="failed">1</td>' in page.text
+    assert '<td class="succeeded">1</td>' in page.text
+    assert "<svg" in page.text and "2 attempts" in page.text
+    assert "dashboard.xss" in page.text and "dashboard.fine" in page.text
+    assert client.get("/live/counts").text.count('<td class="failed">1</td>') == 1
+
+
+def test_error_messages_and_arguments_render_as_text(client: TestClient,
+                                                     failed_id: int) -> None:
+    for url in (f"/jobs/{failed_id}", "/failed", "/jobs?state=failed"):
+        body = client.get(url).text
+        assert SCRIPT not in body, url
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body, url
+
+
+def test_jobs_filters_by_state_name_queue_text_and_time(client: TestClient, failed_id: int,
+                                                        queue: evq.Queue) -> None:
+    def ids(**params: str) -> set[int]:
+        page = client.get("/jobs", params=params)
+        assert page.status_code == 200
+        return {r.id for r in queue.search(limit=100) if f'href="/jobs/{r.id}"' in page.text}
+
+    everything = ids()
+    assert len(everything) == 2
+    assert ids(state="failed") == {failed_id}
+    assert ids(name="dashboard.fine") == everything - {failed_id}
+    assert ids(text="needle-42") == {failed_id}
+    assert ids(text="alert(1)") == {failed_id}  # in the error
+    assert ids(text="100%_") == set()  # LIKE wildcards are literal
+    assert ids(queue="nowhere") == set()
+    assert ids(since="2999-01-01T00:00:00") == set()
+    assert ids(until="2999-01-01T00:00:00") == everything
+    assert client.get("/jobs", params={"state": "bogus"}).status_code == 400
+    assert client.get("/jobs", params={"since": "yesterday"}).status_code == 400
+
+
+def test_jobs_are_paged(client: TestClient, queue: evq.Queue) -> None:
+    queue.dispatch_many([Fine(note=str(i)) for i in range(55)])
+    first = client.get("/jobs").text
+    assert "older" in first and "newer" not in first
+    second = client.get("/jobs", params={"page": "1"}).text
+    assert second.count('<tr><td><a href="/jobs/') == 5 and "newer" in second
+
+
+def test_job_page_is_a_timeline_with_the_traceback(client: TestClient, failed_id: int) -> None:
+    page = client.get(f"/jobs/{failed_id}").text
+    order = [page.index(t) for t in ("JobDispatched", "JobLeased", "JobStarted", "JobFailed")]
+    assert order == sorted(order)
+    assert "Traceback" in page and "ValueError" in page
+    assert client.get("/jobs/999999").status_code == 404
+
+
+def test_groups_pages(client: TestClient, queue: evq.Queue) -> None:
+    batch = queue.batch([Fine(note="a"), Fine(note="b")], name="nightly").dispatch()
+    listing = client.get("/groups").text
+    assert "nightly" in listing
+    gid = next(g["id"] for g in queue.groups())
+    assert "nightly" in client.get(f"/groups/{gid}").text
+    assert client.get("/groups/999999").status_code == 404
+    assert batch is not None
+
+
+def test_metrics_in_prometheus_text(client: TestClient, failed_id: int) -> None:
+    page = client.get("/metrics")
+    assert page.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = page.text.splitlines()
+    assert 'evq_jobs{queue="default",state="failed"} 1' in lines
+    assert 'evq_attempts_total{name="dashboard.fine",outcome="succeeded"} 1' in lines
+    assert "# TYPE evq_job_run_seconds summary" in lines
+    assert "evq_workers_alive 0" in lines
+
+
+def test_actions_are_refused_without_allow_actions(client: TestClient, failed_id: int,
+                                                   queue: evq.Queue) -> None:
+    form = {"job_id": str(failed_id), "by": "ann", "token": TOKEN}
+    assert client.post("/actions/retry", data=form).status_code == 403
+    assert "Retry" not in client.get(f"/jobs/{failed_id}").text
+    assert queue.job(failed_id).state == "failed"
+
+
+@pytest.mark.parametrize("token", [None, "", "wrong", TOKEN + "x"])
+def test_actions_are_refused_without_the_token(actions: TestClient, failed_id: int,
+                                               queue: evq.Queue, token: str | None) -> None:
+    form = {"job_id": str(failed_id), "by": "mallory"}
+    if token is not None:
+        form["token"] = token
+    assert actions.post("/actions/retry", data=form).status_code == 403
+    assert queue.job(failed_id).state == "failed"
+
+
+def test_actions_are_post_only(actions: TestClient, failed_id: int) -> None:
+    """A link or an image on another site cannot act: GET is not an action."""
+    assert actions.get(f"/actions/retry?job_id={failed_id}&token={TOKEN}&by=x").status_code \
+        == 405
+
+
+def test_retry_names_the_operator_and_reason(actions: TestClient, failed_id: int,
+                                             queue: evq.Queue) -> None:
+    assert "Retry" in actions.get(f"/jobs/{failed_id}").text
+    form = {"job_id": str(failed_id), "by": "ann", "reason": "fixed", "token": TOKEN}
+    done = actions.post("/actions/retry", data=form, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/jobs/{failed_id}"
+    requeued = queue.history(failed_id)[-1].event
+    assert type(requeued).__name__ == "JobRequeued"
+    assert (requeued.by, requeued.reason) == ("ann", "fixed")  # type: ignore[union-attr]
+    assert "by ann" in actions.get(f"/jobs/{failed_id}").text
+
+
+def test_token_in_a_header_and_an_operator_is_required(actions: TestClient, failed_id: int,
+                                                       queue: evq.Queue) -> None:
+    form = {"job_id": str(failed_id)}
+    assert actions.post("/actions/delete", data=form,
+                        headers={"x-evq-token": TOKEN}).status_code == 400
+    form["by"] = "bob"
+    done = actions.post("/actions/delete", data=form, headers={"x-evq-token": TOKEN},
+                        follow_redirects=False)
+    assert done.status_code == 303
+    assert queue.count_jobs("failed") == 0
+
+
+def test_retry_all_and_cancel(actions: TestClient, failed_id: int, queue: evq.Queue) -> None:
+    form = {"by": "ann", "token": TOKEN, "queue": "default"}
+    assert actions.post("/actions/retry-all", data=form).status_code == 200
+    assert queue.job(failed_id).state == "pending"
+    cancelled = actions.post("/actions/cancel", data={**form, "job_id": str(failed_id),
+                                                      "reason": "no longer needed"})
+    assert cancelled.status_code == 200
+    event = queue.history(failed_id)[-1].event
+    assert (event.by, event.reason) == ("ann", "no longer needed")  # type: ignore[union-attr]
+    assert actions.post("/actions/cancel", data={**form, "job_id": str(failed_id)}
+                        ).status_code == 409
+    assert actions.post("/actions/explode", data={**form, "job_id": "1"}).status_code == 404
+
+
+def test_app_refuses_actions_without_a_token(queue: evq.Queue) -> None:
+    with pytest.raises(ValueError):
+        app(queue, allow_actions=True)
+
+
+def test_live_stream_reports_a_change(client: TestClient, queue: evq.Queue) -> None:
+    with client.stream("GET", "/live") as stream:
+        lines = stream.iter_lines()
+        assert next(lines) == "retry: 1000"
+        queue.dispatch(Fine(note="live"))
+        assert next(line for line in lines if line.startswith("event:")) == "event: change"
+
+
+def test_cli_failed_retry_records_the_os_user(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/evq.db"
+    q = evq.connect(url)
+    job_id = q.dispatch(Xss())
+    q.worker(stop_when_empty=True).run()
+    run = subprocess.run([sys.executable, "-m", "evq.cli", "--url", url, "failed", "retry",
+                          str(job_id), "--by", "carol", "--reason", "deploy fixed it"],
+                         capture_output=True, text=True, check=True)
+    assert "requeued" in run.stdout
+    history = subprocess.run([sys.executable, "-m", "evq.cli", "--url", url, "history",
+                              str(job_id)], capture_output=True, text=True, check=True).stdout
+    assert "carol" in history and "deploy fixed it" in history
+    q.close()
+
+
+def test_replay_shows_the_queues_as_of_a_past_moment(client: TestClient, failed_id: int,
+                                                     queue: evq.Queue) -> None:
+    before = client.get("/replay", params={"at": "2000-01-01T00:00:00"}).text
+    assert "no jobs then" in before
+    after = client.get("/replay", params={"at": "2999-01-01T00:00:00"}).text
+    assert '<td class="failed">1</td>' in after and '<td class="succeeded">1</td>' in after
+    assert client.get("/replay").status_code == 200
+    assert queue.count_jobs("failed") == 1  # the live projections are untouched
+
+
+def test_cli_clear_records_the_os_user_by_default(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/evq.db"
+    q = evq.connect(url)
+    job_id = q.dispatch(Fine())
+    subprocess.run([sys.executable, "-m", "evq.cli", "--url", url, "clear", "default", "--force"],
+                   capture_output=True, text=True, check=True)
+    event = q.history(job_id)[-1].event
+    assert type(event).__name__ == "QueueCleared"
+    assert event.by == getpass.getuser()  # type: ignore[union-attr]
+    q.close()
