@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import subprocess
+import time
 import sys
 from collections.abc import Iterator
 
@@ -123,6 +124,20 @@ def test_groups_pages(client: TestClient, queue: evq.Queue) -> None:
     assert "nightly" in client.get(f"/groups/{gid}").text
     assert client.get("/groups/999999").status_code == 404
     assert batch is not None
+
+
+def test_schedules_page_shows_each_schedule_s_last_tick(client: TestClient,
+                                                      queue: evq.Queue) -> None:
+    from evq.eventlog.events import ScheduleTicked
+
+    assert "none" in client.get("/schedules").text
+    now = time.time()
+    tick = float(int(now // 60) * 60)
+    job_id = queue.store.tick(ScheduleTicked(ts=now, schedule="<b>nightly</b>", tick=tick),
+                              queue._dispatched(Fine(note="x"), now, None, None, None, None))
+    page = client.get("/schedules").text
+    assert "&lt;b&gt;nightly&lt;/b&gt;" in page and f'href="/jobs/{job_id}"' in page
+    assert "pending" in page
 
 
 def test_metrics_in_prometheus_text(client: TestClient, failed_id: int) -> None:

@@ -91,6 +91,11 @@ def app(queue: Queue, *, allow_actions: bool = False, token: str | None = None) 
     def groups(request: Request) -> HTMLResponse:
         return render(request, "groups.html", groups=queue.groups())
 
+    def schedules(request: Request) -> HTMLResponse:
+        rows = queue.store.schedules.all()
+        states = queue.store.tables.states(r.last_job for r in rows if r.last_job is not None)
+        return render(request, "schedules.html", schedules=rows, states=states)
+
     def group(request: Request) -> HTMLResponse:
         try:
             found = queue.group(request.path_params["group_id"])
@@ -128,6 +133,7 @@ def app(queue: Queue, *, allow_actions: bool = False, token: str | None = None) 
         Route("/", overview), Route("/live", live), Route("/live/counts", live_counts),
         Route("/jobs", jobs), Route("/jobs/{job_id:int}", job), Route("/failed", failed),
         Route("/groups", groups), Route("/groups/{group_id:int}", group),
+        Route("/schedules", schedules),
         Route("/replay", as_of), Route("/metrics", prometheus),
         Route("/actions/{verb}", act, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
