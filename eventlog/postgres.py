@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,6 +38,8 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
 
 from .errors import ConfigError, EvqError, StoreBusy, StoreError, StoreFull, StoreMissing
 from .sqllog import EVENTS_DDL, SCHEMA_VERSION, SqlLog, query_failed, query_refused, query_stopped
@@ -82,6 +85,67 @@ def _statement(sql: str) -> tuple[str, bool]:
     (a query, or a write with RETURNING)."""
     gives_rows = sql.lstrip()[:6].upper() in ("SELECT", "WITH") or " RETURNING " in sql.upper()
     return sql.replace("%", "%%").replace("?", "%s"), gives_rows
+
+
+_INSERT = re.compile(r"INSERT INTO (\w+)\(([\w, ]+)\) VALUES \(\?(?:, ?\?)*\)(.*)", re.S)
+_UPDATE = re.compile(r"UPDATE (\w+) SET ((?:\w+ = \?, )*\w+ = \?) WHERE (\w+) = \?")
+_DELETE = re.compile(r"DELETE FROM (\w+) WHERE ((?:\w+ = \? AND )*\w+ = \?)")
+_CONFLICT = re.compile(r"ON CONFLICT\s*\(([\w, ]+)\)\s*DO UPDATE", re.S)
+_json = msgspec.json.Encoder()
+
+
+class _Bulk:
+    """One statement for many rows: ``sql`` reads them from one JSON parameter (an array of
+    objects keyed by ``columns``) through ``json_populate_recordset``, which gives every value
+    its column's type. ``unique``: the columns whose values must differ between the rows (an
+    upsert or an update may touch a row once per statement; executed row by row it may not
+    matter)."""
+
+    __slots__ = ("columns", "sql", "unique")
+
+    def __init__(self, sql: str, columns: Sequence[str], unique: Sequence[int]) -> None:
+        self.sql, self.columns, self.unique = sql, tuple(columns), tuple(unique)
+
+    def param(self, rows: Sequence[Sequence[object]]) -> str | None:
+        """The rows as the JSON parameter, or None where JSON cannot carry them as they are
+        (bytes, infinities and NaN) or ``unique`` columns repeat."""
+        for row in rows:
+            for v in row:
+                if (type(v) is float and not math.isfinite(v)) or isinstance(v, bytes):
+                    return None
+        if self.unique and len({tuple(r[i] for i in self.unique) for r in rows}) < len(rows):
+            return None
+        columns = self.columns
+        return _json.encode([dict(zip(columns, r, strict=True)) for r in rows]).decode()
+
+
+@lru_cache(maxsize=256)
+def _bulk(sql: str) -> _Bulk | None:
+    """The one-statement form of an INSERT ... VALUES (?, ...), UPDATE ... SET c = ?, ... WHERE
+    k = ?, or DELETE ... WHERE c = ? AND ... written for one row (None for other statements).
+    Row by row, each row costs a round of the protocol and of the executor: ~20 us of the
+    client's CPU and ~15 us of the server's here; in one statement, ~5 and ~7."""
+    source = "json_populate_recordset(NULL::{}, %s::json) AS x"
+    if m := _INSERT.fullmatch(sql.strip()):
+        table, cols, tail = m[1], [c.strip() for c in m[2].split(",")], m[3]
+        conflict = _CONFLICT.search(tail)
+        unique = [cols.index(c.strip()) for c in conflict[1].split(",")] if conflict else []
+        # WHERE true: so that ON CONFLICT is not read as the ON of a join
+        return _Bulk(f"INSERT INTO {table}({', '.join(cols)}) SELECT {', '.join(cols)} "
+                     f"FROM {source.format(table)} WHERE true {tail.replace('%', '%%')}",
+                     cols, unique)
+    if m := _UPDATE.fullmatch(sql.strip()):
+        table, key = m[1], m[3]
+        cols = [c.split("=")[0].strip() for c in m[2].split(",")]
+        sets = ", ".join(f"{c} = x.{c}" for c in cols)
+        return _Bulk(f"UPDATE {table} SET {sets} FROM {source.format(table)} "
+                     f"WHERE {table}.{key} = x.{key}", [*cols, key], [len(cols)])
+    if m := _DELETE.fullmatch(sql.strip()):
+        table = m[1]
+        cols = [c.split("=")[0].strip() for c in m[2].split(" AND ")]
+        where = " AND ".join(f"{table}.{c} = x.{c}" for c in cols)
+        return _Bulk(f"DELETE FROM {table} USING {source.format(table)} WHERE {where}", cols, [])
+    return None
 
 
 def _key(text: str) -> int:
@@ -261,8 +325,11 @@ class PostgresLog(SqlLog):
                 self._in_tx = self._writing = self._append_locked = False
         self._committed(commit)
 
-    def transaction(self) -> Any:
-        return self._tx("BEGIN", "LOCK TABLE jobs IN ROW EXCLUSIVE MODE")
+    def transaction(self, *, durable: bool = True) -> Any:
+        begin = ("BEGIN", "LOCK TABLE jobs IN ROW EXCLUSIVE MODE")
+        # not durable: the commit does not wait for the WAL's fsync (the server flushes it
+        # within moments, and before any later commit that waits)
+        return self._tx(*begin, *(() if durable else ("SET LOCAL synchronous_commit = off",)))
 
     def exclusive(self) -> Any:
         return self._tx("BEGIN", "LOCK TABLE jobs IN EXCLUSIVE MODE",
@@ -305,7 +372,13 @@ class PostgresLog(SqlLog):
         return self._run(lambda c: c.execute(statement, params).fetchall())
 
     def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        """Many rows in one statement where :func:`_bulk` knows its form, else row by row."""
         rows = list(rows)
+        if len(rows) > 1 and (bulk := _bulk(sql)) is not None:
+            param = bulk.param(rows)
+            if param is not None:
+                self._run(lambda c: c.execute(bulk.sql, (param,)))
+                return
         statement = _statement(sql)[0]
         if len(rows) == 1:
             self._run(lambda c: c.execute(statement, rows[0]))

@@ -166,8 +166,10 @@ class SqliteLog(SqlLog):
     # -- transactions --------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds SQLite's write lock from its first statement.
+        (``durable`` changes nothing here: a commit survives the process by WAL alone, and the
+        machine's crash by the ``synchronous`` mode given to the store.)
 
         Nested use joins the outer transaction. After a write that failed for lack of space, the
         next one checkpoints the WAL first, so that the space it holds comes back. Listeners

@@ -130,9 +130,15 @@ class SqlLog:
 
     # -- what each store supplies --------------------------------------------------------------
 
-    def transaction(self) -> AbstractContextManager[Any]:
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[Any]:
         """A write transaction; nested use joins the outer one. Listeners of :meth:`on_commit`
-        run after the outermost commit, if it appended events."""
+        run after the outermost commit, if it appended events.
+
+        ``durable=False``: the commit may return before it is on disk, where the store waits
+        for the disk (a server's ``fsync``); a crash of the machine or server may then undo it,
+        but no later durable commit is kept without it (they reach the disk in commit order).
+        For writes that a crash may undo at no cost but time: a claim, whose loss is the loss
+        of a worker (its job runs again)."""
         raise NotImplementedError
 
     def exclusive(self) -> AbstractContextManager[Any]:

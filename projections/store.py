@@ -176,10 +176,16 @@ class Store:
         """Lease up to ``limit`` jobs of ``queues`` that are ready at ``now`` (an earlier queue
         first; within a queue by priority, then dispatch order), of the job types ``names``
         only if given: ``lease`` gives each picked row's events (its ``JobLeased``). Jobs over
-        their limits are held back (see :mod:`.limits`). Returns the rows as leased."""
+        their limits are held back (see :mod:`.limits`). Returns the rows as leased.
+
+        The claim's commit is not durable (see :meth:`SqlLog.transaction`): a crash of the
+        store's server may undo it, which is what a crash of the worker does (the job runs again
+        when its lease is found gone: its outcome is then stale); the outcome's durable commit
+        makes the claim durable first. On PostgreSQL that spares the start of every job one
+        ``fsync``."""
         if names is not None and not names:
             return []
-        with self.log.transaction():
+        with self.log.transaction(durable=False):
             gate = Gate(self.tables, now)
             picked: list[JobRow] = []
             for q in queues:

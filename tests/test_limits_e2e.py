@@ -68,6 +68,12 @@ def _workers(url: str, spawn: Callable[..., Evq], concurrency: int) -> list[Evq]
                for _ in range(2)]
     for w in workers:
         wait_until(lambda w=w: "evq worker" in w.stderr, what="the worker's start line")
+    q = evq.connect(url)  # the start line comes before the WorkerStarted event is written
+    try:
+        wait_until(lambda: len(list(q.events(types=["WorkerStarted"]))) == 2,
+                   what="both workers' WorkerStarted")
+    finally:
+        q.close()
     return workers
 
 

@@ -136,3 +136,50 @@ def test_messages_never_show_the_password(url: str) -> None:
     with_password = url.replace("postgres@", "postgres:s3cret@").replace(":5432/", ":1/")
     err = assert_error(invoke(["--url", with_password, "stats"]), "cannot reach")
     assert "s3cret" not in err
+
+
+def test_many_rows_are_one_statement_with_the_same_effect_as_row_by_row(url: str) -> None:
+    """``executemany`` sends the rows of an insert, an upsert, an update and a delete as one
+    statement (a JSON array read by ``json_populate_recordset``), and falls back to row by row
+    where JSON cannot carry them (an infinity) or an upsert's key repeats; the tables end up as
+    if each row had been written alone."""
+    from evq.eventlog.postgres import _bulk
+
+    q = evq.connect(url)
+    log = q.store.log
+    log.run_script("CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT, x DOUBLE PRECISION, s TEXT)")
+    upsert = ("INSERT INTO t(k, n, x, s) VALUES (?, ?, ?, ?) "
+              "ON CONFLICT(k) DO UPDATE SET n = t.n + excluded.n")
+    for sql in (upsert, "UPDATE t SET x = ?, s = ? WHERE k = ?", "DELETE FROM t WHERE k = ?"):
+        assert _bulk(sql) is not None, sql
+    assert _bulk("UPDATE t SET n = n + ? WHERE k = ?") is None  # not a plain column = ?
+
+    def table() -> list[tuple]:
+        return log.read_rows("SELECT k, n, x, s FROM t ORDER BY k")
+
+    text = 'quote " back\\slash % ü \u2028 {"json": [1]}'
+    with log.transaction():
+        log.executemany(upsert, [("a", 1, 0.1, text), ("b", 2, None, None), ("c", 3, 1e300, ""),
+                                 ("f", 0, 0.0, "gone")])
+        log.executemany(upsert, [("a", 10, 0.0, "kept"), ("c", 30, 0.0, "kept")])
+        log.executemany(upsert, [("d", 1, float("inf"), "inf"), ("e", 1, 2.5, "e")])  # falls back
+        log.executemany(upsert, [("e", 1, 0.0, ""), ("e", 1, 0.0, "")])  # a key twice: falls back
+        log.executemany("UPDATE t SET x = ?, s = ? WHERE k = ?",
+                        [(-1.5, "b2", "b"), (7.0, None, "c")])
+        log.executemany("DELETE FROM t WHERE k = ?", [("f",), ("zz",)])
+    assert table() == [("a", 11, 0.1, text), ("b", 2, -1.5, "b2"), ("c", 33, 7.0, None),
+                       ("d", 1, float("inf"), "inf"), ("e", 3, 2.5, "e")]
+    q.close()
+
+
+def test_a_claim_does_not_wait_for_the_disk_and_an_outcome_does(url: str) -> None:
+    """A claim commits with ``synchronous_commit`` off (its loss in a crash of the server is
+    the loss of a worker: the job runs again); every other write waits for the WAL's fsync,
+    which also makes every earlier claim durable."""
+    q = evq.connect(url)
+    log = q.store.log
+    for durable, expected in ((False, "off"), (True, "on")):
+        with log.transaction(durable=durable):
+            assert log.execute("SELECT current_setting('synchronous_commit')") == [(expected,)]
+    assert log.read_rows("SELECT current_setting('synchronous_commit')") == [("on",)]
+    q.close()
