@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import evq
-from evq.dashboard import app
+from evq.dashboard import app, graph
 
 TOKEN = "s3cret-token"
 SCRIPT = "<script>alert(1)</script>"
@@ -36,6 +36,13 @@ class Fine(evq.Job):
 
     def handle(self) -> str:
         return self.note
+
+
+class Scripted(evq.Job):
+    job_name = SCRIPT
+
+    def handle(self) -> None:
+        pass
 
 
 @pytest.fixture
@@ -124,6 +131,58 @@ def test_groups_pages(client: TestClient, queue: evq.Queue) -> None:
     assert "nightly" in client.get(f"/groups/{gid}").text
     assert client.get("/groups/999999").status_code == 404
     assert batch is not None
+
+
+def test_graph_layers_a_diamond_and_draws_each_edge() -> None:
+    nodes = [graph.Node(i, name, "pending") for i, name in ((4, "d"), (1, "a"), (2, "b"), (3, "c"))]
+    edges = [(1, 2), (1, 3), (2, 4), (3, 4)]
+    assert graph.layers(nodes, edges) == {1: 0, 2: 1, 3: 1, 4: 2}
+    assert graph.layers(nodes, [(1, 4), *edges]) == {1: 0, 2: 1, 3: 1, 4: 2}  # the longest path
+    drawn = graph.svg(nodes, edges, soft={(3, 4)})
+    assert drawn.startswith("<svg") and drawn.count('class="edge') == 4
+    assert drawn.count('class="edge soft"') == 1
+    assert all(f'<a href="/jobs/{i}" class="node pending">' in drawn for i in (1, 2, 3, 4))
+    b, c = drawn.index('href="/jobs/2"'), drawn.index('href="/jobs/3"')
+    assert 'x="248"' in drawn[b:drawn.index("</a>", b)]  # layer 1, above c (by id)
+    assert 'y="8"' in drawn[b:drawn.index("</a>", b)] and 'y="60"' in drawn[c:]
+
+
+def test_graph_is_left_out_for_a_batch_and_a_huge_workflow() -> None:
+    assert graph.of_group({"kind": "batch"}) is None
+    jobs = [{"id": i, "name": "x", "state": "pending", "after": [i - 1] if i else [],
+             "ignore_failure": []} for i in range(graph.MAX_NODES + 1)]
+    assert graph.of_group({"jobs": jobs}) is None
+    assert graph.of_group({"jobs": jobs[:-1]}) is not None
+
+
+def test_group_page_draws_a_workflow(client: TestClient, queue: evq.Queue) -> None:
+    wf = queue.workflow(name="diamond")
+    a = wf.add(Fine(note="a"))
+    b, c = wf.add(Xss(), after=[a]), wf.add(Fine(note="c"), after=[a])
+    wf.add(Fine(note="d"), after=[b, c])
+    wf.dispatch()
+    queue.worker(stop_when_empty=True).run()
+    assert wf.id is not None
+    page = client.get(f"/groups/{wf.id}").text
+    drawing = page[page.index("<svg"):page.index("</svg>")]
+    for i in wf.job_ids:
+        assert f'<a href="/jobs/{i}" class="node ' in drawing
+    for state in ("succeeded", "failed", "cancelled"):
+        assert f'class="node {state}"' in drawing
+    assert drawing.count('class="edge"') == 4
+    assert "<h2>Jobs</h2>" in page[page.index("</svg>"):]  # the list stays, under the graph
+
+
+def test_group_page_draws_a_chain_and_escapes_job_names(client: TestClient,
+                                                       queue: evq.Queue) -> None:
+    chain = queue.chain(Fine(note="1"), Scripted(), Fine(note="3")).dispatch()
+    assert chain.id is not None
+    page = client.get(f"/groups/{chain.id}").text
+    drawing = page[page.index("<svg"):page.index("</svg>")]
+    assert [f'href="/jobs/{i}"' in drawing for i in chain.job_ids] == [True] * 3
+    assert 'class="node pending"' in drawing and 'class="node waiting"' in drawing
+    assert drawing.count('class="edge"') == 2
+    assert SCRIPT not in page and "&lt;script&gt;alert(1)" in drawing
 
 
 def test_schedules_page_shows_each_schedule_s_last_tick(client: TestClient,

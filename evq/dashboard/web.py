@@ -28,7 +28,7 @@ from evq.api import Queue
 from evq.eventlog.codec import to_json_obj
 from evq.eventlog.errors import EvqError, NotFound
 
-from . import charts, metrics
+from . import charts, graph, metrics
 from .security import token_ok
 
 HERE = Path(__file__).parent
@@ -101,7 +101,8 @@ def app(queue: Queue, *, allow_actions: bool = False, token: str | None = None) 
             found = queue.group(request.path_params["group_id"])
         except NotFound as e:
             raise HTTPException(404, str(e)) from e
-        return render(request, "group.html", group=found)
+        return render(request, "group.html", group=found, graph=graph.of_group(found),
+                      max_nodes=graph.MAX_NODES)
 
     def as_of(request: Request) -> HTMLResponse:
         at = request.query_params.get("at") or ""
