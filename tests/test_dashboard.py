@@ -38,6 +38,16 @@ class Fine(evq.Job):
         return self.note
 
 
+class Broken(evq.Job):
+    job_name = "dashboard.broken"
+    tries = 1
+
+    full: bool = False
+
+    def handle(self) -> None:
+        raise OSError("disk full" if self.full else "network down")
+
+
 class Scripted(evq.Job):
     job_name = SCRIPT
 
@@ -53,6 +63,17 @@ def failed_id(queue: evq.Queue) -> int:
     queue.worker(stop_when_empty=True).run()
     assert queue.job(job_id).state == "failed"
     return job_id
+
+
+@pytest.fixture
+def failures(queue: evq.Queue) -> dict[str, list[int]]:
+    """Failed jobs of two types, the ``dashboard.broken`` ones with two errors, by kind."""
+    ids = {"xss": [queue.dispatch(Xss())],
+           "full": queue.dispatch_many([Broken(full=True), Broken(full=True)]),
+           "down": [queue.dispatch(Broken())]}
+    queue.worker(stop_when_empty=True).run()
+    assert queue.count_jobs("failed") == 4
+    return ids
 
 
 @pytest.fixture
@@ -269,6 +290,63 @@ def test_retry_all_and_cancel(actions: TestClient, failed_id: int, queue: evq.Qu
     assert actions.post("/actions/cancel", data={**form, "job_id": str(failed_id)}
                         ).status_code == 409
     assert actions.post("/actions/explode", data={**form, "job_id": "1"}).status_code == 404
+
+
+def _retry_all(actions: TestClient, q: evq.Queue, failures: dict[str, list[int]],
+               retried: set[str], **filters: str) -> None:
+    """Retry all failed jobs matching ``filters`` as the failed page's form would; only the
+    jobs of the kinds ``retried`` are requeued, each by the operator."""
+    page = actions.get("/failed", params=filters).text
+    for field, value in filters.items():  # the form carries the filter (none: no form)
+        assert (f'<input type="hidden" name="{field}" value="{value}">' in page) == bool(retried)
+    shown = {i for ids in failures.values() for i in ids if f'href="/jobs/{i}"' in page}
+    assert shown == {i for kind in retried for i in failures[kind]}
+    done = actions.post("/actions/retry-all", follow_redirects=False,
+                        data={**filters, "by": "ann", "reason": "fixed", "token": TOKEN})
+    assert done.status_code == 303
+    assert done.headers["location"].startswith("/failed?")
+    assert f"retried={len(shown)}" in done.headers["location"]
+    for kind, ids in failures.items():
+        for i in ids:
+            assert q.job(i).state == ("pending" if kind in retried else "failed"), kind
+            if kind in retried:
+                event = q.history(i)[-1].event
+                assert type(event).__name__ == "JobRequeued"
+                assert (event.by, event.reason) == ("ann", "fixed")  # type: ignore[union-attr]
+
+
+def test_retry_all_of_one_job_type(actions: TestClient, queue: evq.Queue,
+                                   failures: dict[str, list[int]]) -> None:
+    _retry_all(actions, queue, failures, {"full", "down"}, name="dashboard.broken")
+
+
+def test_retry_all_with_a_text_in_the_error(actions: TestClient, queue: evq.Queue,
+                                            failures: dict[str, list[int]]) -> None:
+    _retry_all(actions, queue, failures, {"full"}, text="disk full")
+
+
+def test_retry_all_of_a_type_a_text_and_a_queue(actions: TestClient, queue: evq.Queue,
+                                                failures: dict[str, list[int]]) -> None:
+    _retry_all(actions, queue, failures, set(), name="dashboard.xss", text="disk")
+    _retry_all(actions, queue, failures, {"down"}, queue="default", name="dashboard.broken",
+               text="network")
+
+
+def test_retry_all_is_refused_without_the_token(actions: TestClient, queue: evq.Queue,
+                                                failures: dict[str, list[int]]) -> None:
+    form = {"name": "dashboard.broken", "by": "mallory"}
+    assert actions.post("/actions/retry-all", data=form).status_code == 403
+    assert actions.post("/actions/retry-all", data={**form, "token": "wrong"}).status_code == 403
+    assert queue.count_jobs("failed") == 4
+
+
+def test_retry_all_filters_in_the_api(queue: evq.Queue, failures: dict[str, list[int]]) -> None:
+    assert queue.retry_all(name="dashboard.broken", text="nothing like it") == 0
+    assert queue.retry_all("elsewhere") == 0
+    assert queue.retry_all(text="disk full", by="ann") == 2
+    assert queue.retry_all(name="dashboard.xss") == 1
+    assert queue.retry_all() == 1
+    assert queue.count_jobs("failed") == 0
 
 
 def test_app_refuses_actions_without_a_token(queue: evq.Queue) -> None:
