@@ -427,7 +427,7 @@ class Queue:
         arguments or error: the jobs ``search("failed", ...)`` finds) again, in dispatch order
         and one transaction; returns how many."""
         now = time.time()
-        filters = _job_filters("failed", queue, name)
+        filters = _job_filters(FAILED, queue, name)
         return len(self.store._transact(
             lambda t: reversed(t.search(text=text, limit=2**62, **filters)),
             lambda r: [JobRequeued(job_id=r.id, ts=now, by=by, reason=reason)]))

@@ -17,6 +17,8 @@ Edge = tuple[int, int]  # (the dependency's id, the id of the job that waits for
 
 
 class Node(NamedTuple):
+    """A job to draw: its id (the link to its page), label (its name) and state (its colour)."""
+
     id: int
     label: str
     state: str
