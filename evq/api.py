@@ -421,12 +421,16 @@ class Queue:
         return self._operate(job_id, (FAILED, CANCELLED), "retry",
                              lambda r: [JobRequeued(job_id=r.id, ts=now, by=by, reason=reason)])
 
-    def retry_all(self, queue: str | None = None, *, by: str = "", reason: str = "") -> int:
-        """Queue every failed job (of ``queue``) again; returns how many."""
+    def retry_all(self, queue: str | None = None, *, name: str | None = None, text: str = "",
+                  by: str = "", reason: str = "") -> int:
+        """Queue every failed job (of ``queue``, of the type ``name``, with ``text`` in its
+        arguments or error: the jobs ``search("failed", ...)`` finds) again, in dispatch order
+        and one transaction; returns how many."""
         now = time.time()
-        return len(self.store.change(
-            lambda r: [JobRequeued(job_id=r.id, ts=now, by=by, reason=reason)],
-            states=[FAILED], queue=queue))
+        filters = _job_filters(FAILED, queue, name)
+        return len(self.store._transact(
+            lambda t: reversed(t.search(text=text, limit=2**62, **filters)),
+            lambda r: [JobRequeued(job_id=r.id, ts=now, by=by, reason=reason)]))
 
     def cancel(self, job_id: int, reason: str = "", *, by: str = "") -> JobRow:
         """Cancel a job: a pending one (or one waiting for others of its workflow: what waits

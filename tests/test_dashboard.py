@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import evq
-from evq.dashboard import app
+from evq.dashboard import app, graph
 
 TOKEN = "s3cret-token"
 SCRIPT = "<script>alert(1)</script>"
@@ -38,6 +38,23 @@ class Fine(evq.Job):
         return self.note
 
 
+class Broken(evq.Job):
+    job_name = "dashboard.broken"
+    tries = 1
+
+    full: bool = False
+
+    def handle(self) -> None:
+        raise OSError("disk full" if self.full else "network down")
+
+
+class Scripted(evq.Job):
+    job_name = SCRIPT
+
+    def handle(self) -> None:
+        pass
+
+
 @pytest.fixture
 def failed_id(queue: evq.Queue) -> int:
     """One failed job (its error message is a script tag) and one that succeeded."""
@@ -46,6 +63,17 @@ def failed_id(queue: evq.Queue) -> int:
     queue.worker(stop_when_empty=True).run()
     assert queue.job(job_id).state == "failed"
     return job_id
+
+
+@pytest.fixture
+def failures(queue: evq.Queue) -> dict[str, list[int]]:
+    """Failed jobs of two types, the ``dashboard.broken`` ones with two errors, by kind."""
+    ids = {"xss": [queue.dispatch(Xss())],
+           "full": queue.dispatch_many([Broken(full=True), Broken(full=True)]),
+           "down": [queue.dispatch(Broken())]}
+    queue.worker(stop_when_empty=True).run()
+    assert queue.count_jobs("failed") == 4
+    return ids
 
 
 @pytest.fixture
@@ -124,6 +152,58 @@ def test_groups_pages(client: TestClient, queue: evq.Queue) -> None:
     assert "nightly" in client.get(f"/groups/{gid}").text
     assert client.get("/groups/999999").status_code == 404
     assert batch is not None
+
+
+def test_graph_layers_a_diamond_and_draws_each_edge() -> None:
+    nodes = [graph.Node(i, name, "pending") for i, name in ((4, "d"), (1, "a"), (2, "b"), (3, "c"))]
+    edges = [(1, 2), (1, 3), (2, 4), (3, 4)]
+    assert graph.layers(nodes, edges) == {1: 0, 2: 1, 3: 1, 4: 2}
+    assert graph.layers(nodes, [(1, 4), *edges]) == {1: 0, 2: 1, 3: 1, 4: 2}  # the longest path
+    drawn = graph.svg(nodes, edges, soft={(3, 4)})
+    assert drawn.startswith("<svg") and drawn.count('class="edge') == 4
+    assert drawn.count('class="edge soft"') == 1
+    assert all(f'<a href="/jobs/{i}" class="node pending">' in drawn for i in (1, 2, 3, 4))
+    b, c = drawn.index('href="/jobs/2"'), drawn.index('href="/jobs/3"')
+    assert 'x="248"' in drawn[b:drawn.index("</a>", b)]  # layer 1, above c (by id)
+    assert 'y="8"' in drawn[b:drawn.index("</a>", b)] and 'y="60"' in drawn[c:]
+
+
+def test_graph_is_left_out_for_a_batch_and_a_huge_workflow() -> None:
+    assert graph.of_group({"kind": "batch"}) is None
+    jobs = [{"id": i, "name": "x", "state": "pending", "after": [i - 1] if i else [],
+             "ignore_failure": []} for i in range(graph.MAX_NODES + 1)]
+    assert graph.of_group({"jobs": jobs}) is None
+    assert graph.of_group({"jobs": jobs[:-1]}) is not None
+
+
+def test_group_page_draws_a_workflow(client: TestClient, queue: evq.Queue) -> None:
+    wf = queue.workflow(name="diamond")
+    a = wf.add(Fine(note="a"))
+    b, c = wf.add(Xss(), after=[a]), wf.add(Fine(note="c"), after=[a])
+    wf.add(Fine(note="d"), after=[b, c])
+    wf.dispatch()
+    queue.worker(stop_when_empty=True).run()
+    assert wf.id is not None
+    page = client.get(f"/groups/{wf.id}").text
+    drawing = page[page.index("<svg"):page.index("</svg>")]
+    for i in wf.job_ids:
+        assert f'<a href="/jobs/{i}" class="node ' in drawing
+    for state in ("succeeded", "failed", "cancelled"):
+        assert f'class="node {state}"' in drawing
+    assert drawing.count('class="edge"') == 4
+    assert "<h2>Jobs</h2>" in page[page.index("</svg>"):]  # the list stays, under the graph
+
+
+def test_group_page_draws_a_chain_and_escapes_job_names(client: TestClient,
+                                                       queue: evq.Queue) -> None:
+    chain = queue.chain(Fine(note="1"), Scripted(), Fine(note="3")).dispatch()
+    assert chain.id is not None
+    page = client.get(f"/groups/{chain.id}").text
+    drawing = page[page.index("<svg"):page.index("</svg>")]
+    assert [f'href="/jobs/{i}"' in drawing for i in chain.job_ids] == [True] * 3
+    assert 'class="node pending"' in drawing and 'class="node waiting"' in drawing
+    assert drawing.count('class="edge"') == 2
+    assert SCRIPT not in page and "&lt;script&gt;alert(1)" in drawing
 
 
 def test_schedules_page_shows_each_schedule_s_last_tick(client: TestClient,
@@ -210,6 +290,63 @@ def test_retry_all_and_cancel(actions: TestClient, failed_id: int, queue: evq.Qu
     assert actions.post("/actions/cancel", data={**form, "job_id": str(failed_id)}
                         ).status_code == 409
     assert actions.post("/actions/explode", data={**form, "job_id": "1"}).status_code == 404
+
+
+def _retry_all(actions: TestClient, q: evq.Queue, failures: dict[str, list[int]],
+               retried: set[str], **filters: str) -> None:
+    """Retry all failed jobs matching ``filters`` as the failed page's form would; only the
+    jobs of the kinds ``retried`` are requeued, each by the operator."""
+    page = actions.get("/failed", params=filters).text
+    for field, value in filters.items():  # the form carries the filter (none: no form)
+        assert (f'<input type="hidden" name="{field}" value="{value}">' in page) == bool(retried)
+    shown = {i for ids in failures.values() for i in ids if f'href="/jobs/{i}"' in page}
+    assert shown == {i for kind in retried for i in failures[kind]}
+    done = actions.post("/actions/retry-all", follow_redirects=False,
+                        data={**filters, "by": "ann", "reason": "fixed", "token": TOKEN})
+    assert done.status_code == 303
+    assert done.headers["location"].startswith("/failed?")
+    assert f"retried={len(shown)}" in done.headers["location"]
+    for kind, ids in failures.items():
+        for i in ids:
+            assert q.job(i).state == ("pending" if kind in retried else "failed"), kind
+            if kind in retried:
+                event = q.history(i)[-1].event
+                assert type(event).__name__ == "JobRequeued"
+                assert (event.by, event.reason) == ("ann", "fixed")  # type: ignore[union-attr]
+
+
+def test_retry_all_of_one_job_type(actions: TestClient, queue: evq.Queue,
+                                   failures: dict[str, list[int]]) -> None:
+    _retry_all(actions, queue, failures, {"full", "down"}, name="dashboard.broken")
+
+
+def test_retry_all_with_a_text_in_the_error(actions: TestClient, queue: evq.Queue,
+                                            failures: dict[str, list[int]]) -> None:
+    _retry_all(actions, queue, failures, {"full"}, text="disk full")
+
+
+def test_retry_all_of_a_type_a_text_and_a_queue(actions: TestClient, queue: evq.Queue,
+                                                failures: dict[str, list[int]]) -> None:
+    _retry_all(actions, queue, failures, set(), name="dashboard.xss", text="disk")
+    _retry_all(actions, queue, failures, {"down"}, queue="default", name="dashboard.broken",
+               text="network")
+
+
+def test_retry_all_is_refused_without_the_token(actions: TestClient, queue: evq.Queue,
+                                                failures: dict[str, list[int]]) -> None:
+    form = {"name": "dashboard.broken", "by": "mallory"}
+    assert actions.post("/actions/retry-all", data=form).status_code == 403
+    assert actions.post("/actions/retry-all", data={**form, "token": "wrong"}).status_code == 403
+    assert queue.count_jobs("failed") == 4
+
+
+def test_retry_all_filters_in_the_api(queue: evq.Queue, failures: dict[str, list[int]]) -> None:
+    assert queue.retry_all(name="dashboard.broken", text="nothing like it") == 0
+    assert queue.retry_all("elsewhere") == 0
+    assert queue.retry_all(text="disk full", by="ann") == 2
+    assert queue.retry_all(name="dashboard.xss") == 1
+    assert queue.retry_all() == 1
+    assert queue.count_jobs("failed") == 0
 
 
 def test_app_refuses_actions_without_a_token(queue: evq.Queue) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import jinja2
 from starlette.applications import Starlette
@@ -28,7 +28,7 @@ from evq.api import Queue
 from evq.eventlog.codec import to_json_obj
 from evq.eventlog.errors import EvqError, NotFound
 
-from . import charts, metrics
+from . import charts, graph, metrics
 from .security import token_ok
 
 HERE = Path(__file__).parent
@@ -84,9 +84,11 @@ def app(queue: Queue, *, allow_actions: bool = False, token: str | None = None) 
         return render(request, "job.html", job=row, events=events)
 
     def failed(request: Request) -> HTMLResponse:
-        q = request.query_params.get("queue") or None
-        return render(request, "failed.html", rows=queue.jobs("failed", queue=q, limit=PAGE),
-                      total=queue.count_jobs("failed", queue=q), queue=q or "")
+        chosen = _failed_filter(request.query_params)
+        rows = queue.search("failed", **chosen, limit=PAGE)
+        return render(request, "failed.html", rows=rows, more=len(rows) == PAGE,
+                      total=queue.count_jobs("failed"), retried=request.query_params.get("retried"),
+                      filters={k: v or "" for k, v in chosen.items()})
 
     def groups(request: Request) -> HTMLResponse:
         return render(request, "groups.html", groups=queue.groups())
@@ -101,7 +103,8 @@ def app(queue: Queue, *, allow_actions: bool = False, token: str | None = None) 
             found = queue.group(request.path_params["group_id"])
         except NotFound as e:
             raise HTTPException(404, str(e)) from e
-        return render(request, "group.html", group=found)
+        return render(request, "group.html", group=found, graph=graph.of_group(found),
+                      max_nodes=graph.MAX_NODES)
 
     def as_of(request: Request) -> HTMLResponse:
         at = request.query_params.get("at") or ""
@@ -144,8 +147,9 @@ def app(queue: Queue, *, allow_actions: bool = False, token: str | None = None) 
 def _do(queue: Queue, verb: str, form: dict[str, str], by: str, reason: str) -> str:
     """Carry out one action; returns where to go next."""
     if verb == "retry-all":
-        queue.retry_all(form.get("queue") or None, by=by, reason=reason)
-        return "/failed"
+        chosen = _failed_filter(form)
+        done = queue.retry_all(**chosen, by=by, reason=reason)
+        return "/failed?" + urlencode({**{k: v for k, v in chosen.items() if v}, "retried": done})
     try:
         job_id = int(form.get("job_id", ""))
     except ValueError as e:
@@ -161,6 +165,13 @@ def _do(queue: Queue, verb: str, form: dict[str, str], by: str, reason: str) -> 
         case _:
             raise HTTPException(404, f"no action {verb!r}")
     return f"/jobs/{job_id}"
+
+
+def _failed_filter(fields: Mapping[str, str]) -> dict[str, Any]:
+    """The failed page's filter (queue, job type, text in the arguments or error) from a query
+    string or, for "Retry all", the form's hidden fields: both select the same jobs."""
+    return {"queue": fields.get("queue") or None, "name": fields.get("name") or None,
+            "text": fields.get("text") or ""}
 
 
 def _overview(queue: Queue) -> dict[str, Any]:
