@@ -119,6 +119,10 @@ def failed_retry(
     job_id: int = typer.Argument(None, help="The failed job to queue again."),
     all_: bool = typer.Option(False, "--all", help="Queue every failed job again."),
     queue: str = typer.Option(None, "--queue", help="With --all: only this queue."),
+    name: str = typer.Option(None, "--name", help="With --all: only jobs of this type."),
+    text: str = typer.Option("", "--text",
+                             help="With --all: only jobs with this text in their arguments "
+                                  "or error."),
     by: str = BY,
     reason: str = REASON,
 ) -> None:
@@ -127,7 +131,8 @@ def failed_retry(
     if all_ == (job_id is not None):
         raise typer.BadParameter("give a job id or --all")
     if all_:
-        typer.echo(f"requeued {q.retry_all(queue, by=operator(by), reason=reason)} jobs")
+        done = q.retry_all(queue, name=name, text=text, by=operator(by), reason=reason)
+        typer.echo(f"requeued {done} jobs")
     else:
         q.retry(job_id, by=operator(by), reason=reason)
         typer.echo(f"requeued job {job_id}")

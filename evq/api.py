@@ -427,10 +427,9 @@ class Queue:
         arguments or error: the jobs ``search("failed", ...)`` finds) again, in dispatch order
         and one transaction; returns how many."""
         now = time.time()
-        filters = _job_filters(FAILED, queue, name)
-        return len(self.store._transact(
-            lambda t: reversed(t.search(text=text, limit=2**62, **filters)),
-            lambda r: [JobRequeued(job_id=r.id, ts=now, by=by, reason=reason)]))
+        return len(self.store.change(
+            lambda r: [JobRequeued(job_id=r.id, ts=now, by=by, reason=reason)],
+            states=[FAILED], queue=queue, name=name, text=text))
 
     def cancel(self, job_id: int, reason: str = "", *, by: str = "") -> JobRow:
         """Cancel a job: a pending one (or one waiting for others of its workflow: what waits

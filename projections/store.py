@@ -214,13 +214,16 @@ class Store:
         return self._transact(lambda t: t.expired(now, limit), settle)
 
     def change(self, decide: Decide, *, job_id: int | None = None,
-               states: Sequence[str] = (), queue: str | None = None) -> list[JobRow]:
+               states: Sequence[str] = (), queue: str | None = None, name: str | None = None,
+               text: str = "") -> list[JobRow]:
         """For the job ``job_id`` (if it is in one of ``states``), or for every job in
-        ``states`` (of ``queue``), append the events ``decide`` gives: operators' commands.
+        ``states`` (of ``queue``, of the type ``name``, with ``text`` in its arguments or
+        error), in dispatch order, append the events ``decide`` gives: operators' commands.
         Returns the rows changed, as they are afterwards."""
         def pick(tables: SqlTables) -> list[JobRow]:
             if job_id is None:
-                return tables.find(states=states, queue=queue, limit=2**62)
+                return tables.search(states=states, queue=queue, name=name, text=text,
+                                     limit=2**62)[::-1]
             row = tables.get(job_id)
             return [row] if row is not None and (not states or row.state in states) else []
 

@@ -576,7 +576,12 @@ def test_failed_list_retry_delete_flush(cli: Cli, q: evq.Queue) -> None:
     assert [q.job(i).state for i in (f1, f2, f3)] == ["pending", "failed", "pending"]
     work(cli, "--queues", "default,cli-high")
     assert [q.job(i).state for i in (f1, f2, f3)] == ["failed"] * 3
-    assert ok(cli("failed", "retry", "--all")).stdout.strip() == "requeued 3 jobs"
+    assert ok(cli("failed", "retry", "--all", "--text", "tw")).stdout.strip() == (
+        "requeued 1 jobs")  # "two" in its error
+    assert ok(cli("failed", "retry", "--all", "--name", "CliAdd")).stdout.strip() == (
+        "requeued 0 jobs")
+    assert [q.job(i).state for i in (f1, f2, f3)] == ["failed", "pending", "failed"]
+    assert ok(cli("failed", "retry", "--all")).stdout.strip() == "requeued 2 jobs"
     work(cli, "--queues", "default,cli-high")
 
     assert ok(cli("failed", "delete", f1)).stdout.strip() == f"deleted job {f1}"
