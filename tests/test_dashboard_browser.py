@@ -111,6 +111,19 @@ def test_overview_live_failed_timeline_retry_and_history(served: tuple[evq.Queue
         page.fill("input[name=token]", TOKEN)
         page.click("button:has-text('Retry')")
         sync_api.expect(page.locator(".timeline")).to_contain_text("by ann")
+
+        wf = q.workflow(name="nightly report")  # a diamond: one of its middle jobs fails
+        fetch = wf.add(Quick(n=1))
+        left, right = wf.add(Quick(n=2), after=[fetch]), wf.add(Exploding(), after=[fetch])
+        wf.add(Quick(n=4), after=[left, right])
+        wf.dispatch()
+        q.worker(stop_when_empty=True).run()
+        page.goto(f"{base}/groups/{wf.id}")
+        nodes = page.locator("svg.graph a.node")
+        sync_api.expect(nodes).to_have_count(4)
+        sync_api.expect(page.locator("svg.graph a.node.failed")).to_have_count(1)
+        sync_api.expect(page.locator("svg.graph a.node.cancelled")).to_have_count(1)
+        page.screenshot(path=str(shots / "dashboard-workflow.png"), full_page=True)
         browser.close()
     history = subprocess.run([*EVQ, "--url", q.url, "history", str(failed_id)],
                              capture_output=True, text=True, check=True).stdout
