@@ -6,7 +6,7 @@ import typer
 
 from evq.eventlog.errors import ConfigError
 
-from .context import get
+from .context import get, import_apps
 
 
 def register(app: typer.Typer) -> None:
@@ -20,8 +20,13 @@ def dashboard(
     allow_actions: bool = typer.Option(False, "--allow-actions",
                                        help="Let holders of the token retry, cancel and delete "
                                             "jobs (token: EVQ_DASHBOARD_TOKEN, else printed)."),
+    app_modules: list[str] = typer.Option([], "--app", envvar="EVQ_APP",
+                                          help="Module(s) that declare the schedules, for their "
+                                               "cron and next runs on /schedules (optional)."),
 ) -> None:
     """Serve the web dashboard of the store (read-only unless --allow-actions)."""
+    if app_modules:
+        import_apps(app_modules)
     try:
         import uvicorn
 

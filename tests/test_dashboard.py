@@ -210,14 +210,29 @@ def test_schedules_page_shows_each_schedule_s_last_tick(client: TestClient,
                                                       queue: evq.Queue) -> None:
     from evq.eventlog.events import ScheduleTicked
 
-    assert "none" in client.get("/schedules").text
+    assert "nightly" not in client.get("/schedules").text
     now = time.time()
     tick = float(int(now // 60) * 60)
     job_id = queue.store.tick(ScheduleTicked(ts=now, schedule="<b>nightly</b>", tick=tick),
                               queue._dispatched(Fine(note="x"), now, None, None, None, None))
     page = client.get("/schedules").text
     assert "&lt;b&gt;nightly&lt;/b&gt;" in page and f'href="/jobs/{job_id}"' in page
-    assert "pending" in page
+    assert "pending" in page and "not declared here" in page  # no cron known for it
+
+
+def test_schedules_page_shows_the_next_runs_of_declared_schedules(client: TestClient) -> None:
+    import tests.sched_jobs  # declares sched-cleanup: 0 8 * * * in Europe/Paris
+    from evq.schedules import registered
+    from evq.workers.cron import after
+
+    [declared] = [s for s in registered() if s.name == "sched-cleanup"]
+    page = client.get("/schedules").text
+    row = page[page.index("<td>sched-cleanup</td>"):]
+    row = row[:row.index("</tr>")]
+    assert "<code>0 8 * * *</code> Europe/Paris" in row
+    runs = after(declared.cron, time.time(), 3)
+    assert all(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) in row for t in runs)
+    assert tests.sched_jobs
 
 
 def test_metrics_in_prometheus_text(client: TestClient, failed_id: int) -> None:

@@ -94,9 +94,15 @@ def app(queue: Queue, *, allow_actions: bool = False, token: str | None = None) 
         return render(request, "groups.html", groups=queue.groups())
 
     def schedules(request: Request) -> HTMLResponse:
-        rows = queue.store.schedules.all()
+        from evq.schedules import registered
+        from evq.workers.scheduler import status
+
+        declared = {s.name: s for s in status(queue.store, [s.plan(queue) for s in registered()],
+                                               time.time())}
+        rows = [r for r in queue.store.schedules.all() if r.name not in declared]
         states = queue.store.tables.states(r.last_job for r in rows if r.last_job is not None)
-        return render(request, "schedules.html", schedules=rows, states=states)
+        return render(request, "schedules.html", declared=list(declared.values()), schedules=rows,
+                      states=states)
 
     def group(request: Request) -> HTMLResponse:
         try:
