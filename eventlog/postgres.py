@@ -92,6 +92,7 @@ _UPDATE = re.compile(r"UPDATE (\w+) SET ((?:\w+ = \?, )*\w+ = \?) WHERE (\w+) = 
 _DELETE = re.compile(r"DELETE FROM (\w+) WHERE ((?:\w+ = \? AND )*\w+ = \?)")
 _CONFLICT = re.compile(r"ON CONFLICT\s*\(([\w, ]+)\)\s*DO UPDATE", re.S)
 _json = msgspec.json.Encoder()
+_BINARY = (bytes, bytearray, memoryview)  # JSON would carry them as base64 text
 
 
 class _Bulk:
@@ -101,22 +102,24 @@ class _Bulk:
     upsert or an update may touch a row once per statement; executed row by row it may not
     matter)."""
 
-    __slots__ = ("columns", "sql", "unique")
+    __slots__ = ("row", "sql", "unique")
 
     def __init__(self, sql: str, columns: Sequence[str], unique: Sequence[int]) -> None:
-        self.sql, self.columns, self.unique = sql, tuple(columns), tuple(unique)
+        self.sql, self.unique = sql, tuple(unique)
+        self.row = msgspec.defstruct("Row", list(columns))  # encodes as an object, fast
 
     def param(self, rows: Sequence[Sequence[object]]) -> str | None:
         """The rows as the JSON parameter, or None where JSON cannot carry them as they are
-        (bytes, infinities and NaN) or ``unique`` columns repeat."""
-        for row in rows:
-            for v in row:
-                if (type(v) is float and not math.isfinite(v)) or isinstance(v, bytes):
+        (bytes; infinities and NaN, which JSON would make null) or ``unique`` columns repeat."""
+        for r in rows:
+            for v in r:
+                t = type(v)
+                if (t is float and not math.isfinite(v)) or t in _BINARY:  # type: ignore[arg-type]
                     return None
         if self.unique and len({tuple(r[i] for i in self.unique) for r in rows}) < len(rows):
             return None
-        columns = self.columns
-        return _json.encode([dict(zip(columns, r, strict=True)) for r in rows]).decode()
+        row = self.row
+        return _json.encode([row(*r) for r in rows]).decode()
 
 
 @lru_cache(maxsize=256)
@@ -357,6 +360,12 @@ class PostgresLog(SqlLog):
         rows = self._run(run)
         self._append_locked = True
         return rows
+
+    @staticmethod
+    def among(column: str, values: Sequence[object]) -> tuple[str, list[object]]:
+        """``= ANY(?)`` of one array: one statement text whatever the number of values (a text
+        with a placeholder per value is parsed anew for each count, by psycopg and the server)."""
+        return f"{column} = ANY(?)", [list(values)]
 
     def row_lock(self, *, skip_locked: bool = False) -> str:
         if not (self._in_tx and self._writing):

@@ -207,6 +207,12 @@ class SqlLog:
         """The clause that makes a query use ``index`` where the planner needs telling."""
         return ""
 
+    @staticmethod
+    def among(column: str, values: Sequence[object]) -> tuple[str, list[object]]:
+        """The condition that ``column`` is one of ``values`` (not empty), with its parameters:
+        ``IN (?, ...)`` here; a store may give one statement for any number of values."""
+        return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
     def row_lock(self, *, skip_locked: bool = False) -> str:
         """The clause that locks the rows a query inside a write transaction selects, against
         other writers of a store where writers run at once (``skip_locked``: rows that another

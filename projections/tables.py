@@ -219,9 +219,9 @@ class SqlTables:
         got: list[tuple] = []
         run = self.log.execute if lock else self.log.read_rows
         for i in range(0, len(ids), 500):
-            part = ids[i:i + 500]
-            got += run(f"SELECT {columns} FROM jobs WHERE id IN ({','.join('?' * len(part))})"
-                       f"{where} ORDER BY id{self.log.row_lock() if lock else ''}", part)
+            among, params = self.log.among("id", ids[i:i + 500])
+            got += run(f"SELECT {columns} FROM jobs WHERE {among}{where} ORDER BY id"
+                       f"{self.log.row_lock() if lock else ''}", params)
         return got
 
     def save(self, writes: RowWrites, seq_base: int = 0) -> None:
