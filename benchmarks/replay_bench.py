@@ -62,12 +62,15 @@ def job_events(job_id: int, t: float) -> Iterator[Event]:
                        result=job_id)
 
 
-def generate(path: Path, events: int) -> evq.Queue:
-    """A store at ``path`` with about ``events`` events and their projections."""
-    q = evq.connect(f"sqlite:///{path}")
+def generate(path: Path | str, events: int) -> evq.Queue:
+    """A store with about ``events`` events and their projections: a SQLite file at ``path``,
+    or the store a URL names (empty)."""
+    q = evq.connect(path if isinstance(path, str) else f"sqlite:///{path}")
+    log = q.store.log
     start = time.time() - events / 1000  # a thousand events a second, ending now
     seq, rows = 0, []
-    with q.store.log.transaction() as conn:
+    insert = "INSERT INTO events(seq, ts, type, job_id, queue, body) VALUES (?, ?, ?, ?, ?, ?)"
+    with log.transaction():
         while seq < events:
             job_id = seq + 1
             for e in job_events(job_id, start + seq / 1000):
@@ -75,9 +78,9 @@ def generate(path: Path, events: int) -> evq.Queue:
                 rows.append((seq, e.ts, e.__struct_config__.tag, job_id,
                              QUEUES[job_id % len(QUEUES)], encode(e).decode()))
             if len(rows) >= 50_000:
-                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+                log.executemany(insert, rows)
                 rows.clear()
-        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+        log.executemany(insert, rows)
     q.store.rebuild()
     return q
 
