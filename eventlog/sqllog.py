@@ -269,20 +269,23 @@ class SqlLog:
         positions, an event with ``job_id`` 0 having taken its position as its job id."""
         # Appends are serialised (:meth:`lock_appends`) and no event is ever deleted (archiving
         # keeps the newest), so the next position is one past the largest: gap-free, in commit
-        # order, with no sequence object to keep.
+        # order, with no sequence object to keep. What needs no position is encoded before the
+        # lock: it is held for the writes only.
+        bodies = [None if isinstance(e, JobDispatched) else encode(e).decode() for e in events]
         self.lock_appends()
         seq = self.execute("SELECT coalesce(max(seq), 0) FROM events")[0][0]
         records: list[Record] = []
         rows = []
-        for e, q in zip(events, queues, strict=True):
+        for e, q, body in zip(events, queues, bodies, strict=True):
             seq += 1
             if isinstance(e, JobDispatched):
                 if e.job_id not in (0, seq):
                     raise ValueError(f"a JobDispatched takes its position as its job id: "
                                      f"{e.job_id} given at position {seq}")
                 e = replace(e, job_id=seq)
+                body = encode(e).decode()
             records.append(Record(seq, e))  # type: ignore[arg-type]
-            rows.append((seq, e.ts, e.__struct_config__.tag, e.job_id, q, encode(e).decode()))
+            rows.append((seq, e.ts, e.__struct_config__.tag, e.job_id, q, body))
         self.executemany("INSERT INTO events(seq, ts, type, job_id, queue, body) "
                          "VALUES (?, ?, ?, ?, ?, ?)", rows)
         self._commit.appended = self._commit.appended or bool(rows)

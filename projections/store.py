@@ -126,13 +126,8 @@ class Store:
             ready = _Applied(events, held)
         with self.log.transaction():
             if ready is not None and ready.still_current(self.tables):
-                records = self.log.append(events, ready.queues)
-                self.tables.save(ready.writes, records[0].seq - 1)
-                self.tables.bump(ready.deltas)
-                self.log.wake_after_commit(_woken(ready.changed, ready.before))
-                ready.update(held, records[0].seq - 1)  # type: ignore[arg-type]
-                self._note(records, ready.changed, ready.before)
-                self._follow(records, ready.changed, ready.before, ready.deltas, {})
+                records = self._append_applied(events, ready)
+                ready.update(held)  # type: ignore[arg-type]
                 return records
             rows: dict[int, JobRow] = {}
             records = self._record(events, rows)
@@ -204,8 +199,10 @@ class Store:
                     break
             rows = {r.id: r for r in (*gate.held, *picked)}
             events = [*gate.holds, *(e for r in picked for e in lease(r))]
-            if events:
-                self._record(events, rows)
+            if events:  # applied before the append lock: it is held for the writes only
+                ready = _Applied(events, rows)
+                self._append_applied(events, ready)
+                ready.update(rows)
             return [rows.get(r.id, r) for r in picked]
 
     def settle_expired(self, now: float, settle: Decide, limit: int = 1000) -> list[JobRow]:
@@ -241,6 +238,19 @@ class Store:
             job_id = self._record([dispatched], rows)[0].seq
             self._record([replace(tick, job_id=job_id)], rows)
             return job_id
+
+    def _append_applied(self, events: Sequence[Event], ready: _Applied) -> list[Record]:
+        """Inside a transaction: append ``events``, which ``ready`` applied to their rows
+        (locked by the caller), and write what they changed."""
+        records = self.log.append(events, ready.queues)
+        base = records[0].seq - 1
+        self.tables.save(ready.writes, base)
+        self.tables.bump(ready.deltas)
+        self.log.wake_after_commit(_woken(ready.changed, ready.before))
+        ready.place(base)
+        self._note(records, ready.changed, ready.before)
+        self._follow(records, ready.changed, ready.before, ready.deltas, {})
+        return records
 
     def _transact(self, select: Select, decide: Decide) -> list[JobRow]:
         """In one transaction: pick rows, append the events ``decide`` returns for each, apply
@@ -393,9 +403,14 @@ class _Applied:
         """Whether the stored rows are still the copies these events were applied to."""
         return tables.versions(self.before) == {i: r.last_seq for i, r in self.before.items()}
 
-    def update(self, held: dict[int, JobRow], seq_base: int) -> None:
-        for job_id, row in self.changed.items():
-            held[job_id] = replace(row, last_seq=row.last_seq + seq_base)
+    def place(self, seq_base: int) -> None:
+        """The events took the positions after ``seq_base``: the changed rows say so."""
+        self.changed = {i: replace(r, last_seq=r.last_seq + seq_base)
+                        for i, r in self.changed.items()}
+
+    def update(self, held: dict[int, JobRow]) -> None:
+        """``held`` (copies of the rows) as after the events, once placed."""
+        held.update(self.changed)
         for job_id in self.removed:
             held.pop(job_id, None)
 
