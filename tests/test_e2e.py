@@ -265,6 +265,23 @@ def test_sigterm_stops_an_idle_worker_promptly(url: str, q: evq.Queue,
     assert "stopped after 0 jobs" in worker.stderr and "Traceback" not in worker.stderr
 
 
+def test_each_job_dispatched_as_the_previous_one_ends_starts_at_once(
+        url: str, q: evq.Queue, spawn: Callable[..., Evq]) -> None:
+    """Dispatch, wait for the result, dispatch again: the next job often arrives while the
+    worker is still writing the previous outcome, with its wake-up disarmed. It must start at
+    once, not at the fallback poll (60 s here: one missed wake-up fails the test). The worker
+    used to sleep on a wake-up it had been handed as it re-armed (1 in ~50 here, on PostgreSQL)."""
+    worker = spawn(url, "work", "--app", APP, "--sleep", "60")
+    wait_until(lambda: "evq worker" in worker.stderr, what="the worker's start line")
+    started = time.monotonic()
+    for i in range(200):
+        assert q.result(q.dispatch(CliAdd(a=i, b=1)), timeout=30) == i + 1
+    elapsed = time.monotonic() - started
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, worker.stderr
+    assert elapsed < 30, f"200 jobs one after another took {elapsed:.1f} s"
+
+
 def test_sigterm_lets_the_running_job_finish(url: str, q: evq.Queue,
                                              spawn: Callable[..., Evq]) -> None:
     job_id = q.dispatch(CliSleep(seconds=1.0))

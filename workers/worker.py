@@ -224,8 +224,9 @@ class Worker:
                     self.store.log.checkpoint("PASSIVE")
                 self._idle = idle
                 if self._watcher and limit:  # a change in the store may bring work
-                    self._watcher.arm()
-                self._cv.wait(self._wait_time(now, idle, limit > 0))
+                    self._watcher.arm()  # (pokes at once if a change came while disarmed)
+                if not (self._poked and limit):
+                    self._cv.wait(self._wait_time(now, idle, limit > 0))
                 self._idle = False
             if self._watcher:
                 self._watcher.disarm()
