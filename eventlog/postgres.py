@@ -22,7 +22,9 @@ holds that lock until it commits, so what the dispatch read stays true until it 
 so it waits for the writers that started before it and keeps out the rest.
 
 Wake-ups: a transaction that makes work ready sends ``NOTIFY`` with the queue's name, delivered
-at commit; idle workers ``LISTEN`` on their own connection (:class:`PgSignals`).
+at commit; idle workers ``LISTEN`` on their own connection (:class:`PgSignals`). Any other
+transaction that appends sends one ``NOTIFY`` on a second channel, for those who follow the whole
+log (viewers, results, subscribers): a worker's wake-ups stay those of its queues.
 """
 
 from __future__ import annotations
@@ -221,6 +223,7 @@ class PostgresLog(SqlLog):
         self._append_key = _key(f"evq append {scope}")
         self._migrate_key = _key(f"evq migrate {scope}")
         self.channel = f"evq_ready_{_key(scope) & 0xFFFFFFFF:08x}"
+        self.log_channel = f"evq_log_{_key(scope) & 0xFFFFFFFF:08x}"  # the other appends
         self.lock = threading.RLock()
         self._conn: Any = None
         self._lost = False  # the last connection failed: say so when it comes back
@@ -312,6 +315,8 @@ class PostgresLog(SqlLog):
                     if self._commit.woken:
                         conn.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
                                      (self.channel, sorted(self._commit.woken)))
+                    elif self._commit.appended:
+                        conn.execute("SELECT pg_notify(%s, '')", (self.log_channel,))
                     conn.execute("COMMIT")
                 commit = self._commit
             except BaseException as exc:
@@ -501,10 +506,10 @@ def _rows(cur: Any) -> list[tuple]:
 
 class PgSignals:
     """Wake-ups through ``LISTEN``: one thread and connection per store, whatever the number of
-    watches; a notification names the queue in which work appeared. After a lost connection
-    every watch is woken once (what was sent meanwhile is unknown), then it listens again."""
+    watches; a notification names the queue in which work appeared, or (on the log channel)
+    none, for the watches of every commit. After a lost connection every watch is woken once
+    (what was sent meanwhile is unknown), then it listens again."""
 
-    POLL = 0.25  # seconds between checks of the log for watch_all (viewers, not workers)
     CHECK_STOP = 0.2  # seconds the listener waits for a notification before it checks for
     # close(): a wait on its socket, no query
 
@@ -519,8 +524,9 @@ class PgSignals:
     def announce(self, queues: Iterable[str]) -> None:
         """Nothing to do: the transaction sent its ``NOTIFY`` as it committed."""
 
-    def watch(self, queues: Iterable[str], on_change: Callable[[], None]) -> _PgWatch:
-        w = _PgWatch(frozenset(queues), on_change, self._remove)
+    def watch(self, queues: Iterable[str] | None, on_change: Callable[[], None]) -> _PgWatch:
+        """``queues`` None: every commit that appends."""
+        w = _PgWatch(None if queues is None else frozenset(queues), on_change, self._remove)
         with self._lock:
             self._watches.append(w)
             if self._thread is None:
@@ -530,8 +536,8 @@ class PgSignals:
         self._listening.wait(10)  # the LISTEN is in place: no notification after it is missed
         return w
 
-    def watch_all(self, on_change: Callable[[], None]) -> _PollWatch:
-        return _PollWatch(self._log, on_change, self.POLL)
+    def watch_all(self, on_change: Callable[[], None]) -> _PgWatch:
+        return self.watch(None, on_change)
 
     def _remove(self, w: _PgWatch) -> None:
         with self._lock:
@@ -550,13 +556,14 @@ class PgSignals:
                 continue
             try:
                 conn.execute(f"LISTEN {self._log.channel}")
+                conn.execute(f"LISTEN {self._log.log_channel}")
                 if self._listening.is_set():  # back after a loss: wake everyone once
                     self._notify(None)
                 self._listening.set()
                 delay = 0.1
                 while not self._stop.is_set():
                     for n in conn.notifies(timeout=self.CHECK_STOP):
-                        self._notify(n.payload)
+                        self._notify(n.payload if n.channel == self._log.channel else "")
             except psycopg.Error as exc:
                 if not self._stop.is_set():
                     log.warning("lost the listening connection: %s", _first_line(exc))
@@ -565,10 +572,11 @@ class PgSignals:
                 conn.close()
 
     def _notify(self, queue: str | None) -> None:
+        """Fire the watches of ``queue`` ("": no queue) and of every commit; None: all."""
         with self._lock:
             watches = list(self._watches)
         for w in watches:
-            if queue is None or queue in w.queues:
+            if queue is None or w.queues is None or queue in w.queues:
                 w.fire()
 
     def close(self) -> None:
@@ -578,7 +586,7 @@ class PgSignals:
 
 
 class _PgWatch:
-    def __init__(self, queues: frozenset[str], on_change: Callable[[], None],
+    def __init__(self, queues: frozenset[str] | None, on_change: Callable[[], None],
                  remove: Callable[[_PgWatch], None]) -> None:
         self.queues = queues
         self._on_change = on_change
@@ -603,38 +611,3 @@ class _PgWatch:
 
     def close(self) -> None:
         self._remove(self)
-
-
-class _PollWatch:
-    """Calls ``on_change`` when the log's last position moves (checked every ``interval``)."""
-
-    def __init__(self, log: PostgresLog, on_change: Callable[[], None], interval: float) -> None:
-        self._log = log
-        self._on_change = on_change
-        self._interval = interval
-        self._stop = threading.Event()
-        self._last = log.last_seq()
-        self._thread = threading.Thread(target=self._poll, name="evq-poll", daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        last = self._last
-        while not self._stop.wait(self._interval):
-            try:
-                seq = self._log.last_seq()
-            except StoreError:
-                continue
-            if seq != last:
-                self._on_change()
-            last = seq
-
-    def arm(self) -> None:
-        pass
-
-    def disarm(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(self._interval + 5)
-
