@@ -505,28 +505,50 @@ def _rows(cur: Any) -> list[tuple]:
 
 
 class PgSignals:
-    """Wake-ups through ``LISTEN``: one thread and connection per store, whatever the number of
-    watches; a notification names the queue in which work appeared, or (on the log channel)
-    none, for the watches of every commit. After a lost connection every watch is woken once
-    (what was sent meanwhile is unknown), then it listens again."""
+    """Wake-ups through ``LISTEN``, by two listeners, each one thread and one connection made on
+    first use, whatever the number of watches: one on the ready channel for the watches of queues
+    (workers), one on both channels for the watches of every commit (viewers), so that a worker
+    is not woken by the notifications of outcomes, its own included."""
+
+    def __init__(self, log: PostgresLog) -> None:
+        self._queues = _Listener(log, (log.channel,))
+        self._all = _Listener(log, (log.channel, log.log_channel))
+
+    def announce(self, queues: Iterable[str]) -> None:
+        """Nothing to do: the transaction sent its ``NOTIFY`` as it committed."""
+
+    def watch(self, queues: Iterable[str], on_change: Callable[[], None]) -> _PgWatch:
+        return self._queues.add(frozenset(queues), on_change)
+
+    def watch_all(self, on_change: Callable[[], None]) -> _PgWatch:
+        return self._all.add(None, on_change)
+
+    def close(self) -> None:
+        self._queues.close()
+        self._all.close()
+
+
+class _Listener:
+    """One connection that LISTENs on ``channels`` and its thread. A notification on the ready
+    channel names the queue in which work appeared; on the log channel, none. After a lost
+    connection every watch is woken once (what was sent meanwhile is unknown), then it listens
+    again."""
 
     CHECK_STOP = 0.2  # seconds the listener waits for a notification before it checks for
     # close(): a wait on its socket, no query
 
-    def __init__(self, log: PostgresLog) -> None:
+    def __init__(self, log: PostgresLog, channels: Sequence[str]) -> None:
         self._log = log
+        self._channels = channels
         self._watches: list[_PgWatch] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listening = threading.Event()
 
-    def announce(self, queues: Iterable[str]) -> None:
-        """Nothing to do: the transaction sent its ``NOTIFY`` as it committed."""
-
-    def watch(self, queues: Iterable[str] | None, on_change: Callable[[], None]) -> _PgWatch:
-        """``queues`` None: every commit that appends."""
-        w = _PgWatch(None if queues is None else frozenset(queues), on_change, self._remove)
+    def add(self, queues: frozenset[str] | None, on_change: Callable[[], None]) -> _PgWatch:
+        """A watch of ``queues`` (None: of every notification)."""
+        w = _PgWatch(queues, on_change, self._remove)
         with self._lock:
             self._watches.append(w)
             if self._thread is None:
@@ -535,9 +557,6 @@ class PgSignals:
                 self._thread.start()
         self._listening.wait(10)  # the LISTEN is in place: no notification after it is missed
         return w
-
-    def watch_all(self, on_change: Callable[[], None]) -> _PgWatch:
-        return self.watch(None, on_change)
 
     def _remove(self, w: _PgWatch) -> None:
         with self._lock:
@@ -555,8 +574,8 @@ class PgSignals:
                 delay = min(delay * 2, 5.0)
                 continue
             try:
-                conn.execute(f"LISTEN {self._log.channel}")
-                conn.execute(f"LISTEN {self._log.log_channel}")
+                for channel in self._channels:
+                    conn.execute(f"LISTEN {channel}")
                 if self._listening.is_set():  # back after a loss: wake everyone once
                     self._notify(None)
                 self._listening.set()
@@ -572,7 +591,7 @@ class PgSignals:
                 conn.close()
 
     def _notify(self, queue: str | None) -> None:
-        """Fire the watches of ``queue`` ("": no queue) and of every commit; None: all."""
+        """Fire the watches of ``queue`` ("": no queue) and of every notification; None: all."""
         with self._lock:
             watches = list(self._watches)
         for w in watches:
