@@ -72,7 +72,8 @@ class Where:
     def among(self, column: str, values: Sequence[object]) -> Where:
         """``column IN (values)``, if there are values."""
         if values:
-            self.add(f"{column} IN ({','.join('?' * len(values))})", *values)
+            clause, params = SqlLog.among(column, values)
+            self.add(clause, *params)
         return self
 
     def __str__(self) -> str:

@@ -74,7 +74,7 @@ class GroupTable:
         ids = list(ids)
         if not ids:
             return []
-        return self._rows(f"id IN ({','.join('?' * len(ids))})", ids)
+        return self._rows(*self.log.among("id", ids))
 
     def get(self, gid: int) -> GroupRow | None:
         got = self.get_many([gid])
@@ -98,8 +98,9 @@ class GroupTable:
         ids = list(ids)
         if not ids:
             return []
+        among, params = self.log.among("dep_id", ids)
         return sorted({j for (j,) in self.log.read_rows(
-            f"SELECT job_id FROM deps WHERE dep_id IN ({','.join('?' * len(ids))})", ids)})
+            f"SELECT job_id FROM deps WHERE {among}", params)})
 
     def index_deps(self, rows: Iterable[JobRow], before: Mapping[int, JobRow]) -> None:
         """Keep ``deps`` to the jobs that wait: add what a new waiting job waits for, drop the

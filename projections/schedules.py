@@ -70,7 +70,7 @@ class ScheduleTable:
         names = sorted(names)
         if not names:
             return []
-        return self._rows(f"name IN ({','.join('?' * len(names))})", names)
+        return self._rows(*self.log.among("name", names))
 
     def all(self) -> list[ScheduleRow]:
         return self._rows("1 = 1", [])

@@ -272,11 +272,10 @@ class SqlTables:
         commits."""
         got: dict[str, int] = {}
         for i in range(0, len(keys), 500):
-            part = keys[i:i + 500]
+            among, params = self.log.among("u.key", keys[i:i + 500])
             got.update(self.log.read_after_lock(
                 f"SELECT u.key, u.job_id FROM uniques u JOIN jobs j ON j.id = u.job_id "
-                f"WHERE u.key IN ({','.join('?' * len(part))}) "
-                f"AND (u.until > ? OR j.{UNFINISHED})", [*part, now]))
+                f"WHERE {among} AND (u.until > ? OR j.{UNFINISHED})", [*params, now]))
         return got
 
     def limit_usage(self, key: str, since: float | None) -> tuple[list[str], list[float]]:

@@ -59,8 +59,7 @@ class WorkerTable:
         if not events:
             return
         names = sorted({e.worker for e in events})
-        rows = {r.name: r for r in self._rows(
-            f"name IN ({','.join('?' * len(names))})", names)}
+        rows = {r.name: r for r in self._rows(*self.log.among("name", names))}
         for e in events:
             rows[e.worker] = apply_worker(rows.get(e.worker), e)
         self.log.executemany(_UPSERT, [msgspec.structs.astuple(r) for r in rows.values()])
