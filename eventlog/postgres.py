@@ -530,9 +530,9 @@ class PgSignals:
 
 class _Listener:
     """One connection that LISTENs on ``channels`` and its thread. A notification on the ready
-    channel names the queue in which work appeared; on the log channel, none. After a lost
-    connection every watch is woken once (what was sent meanwhile is unknown), then it listens
-    again."""
+    channel names the queue in which work appeared (its payload); one on the log channel names
+    none, and only watches of every notification listen to it. After a lost connection every
+    watch is woken once (what was sent meanwhile is unknown), then it listens again."""
 
     CHECK_STOP = 0.2  # seconds the listener waits for a notification before it checks for
     # close(): a wait on its socket, no query
@@ -582,7 +582,7 @@ class _Listener:
                 delay = 0.1
                 while not self._stop.is_set():
                     for n in conn.notifies(timeout=self.CHECK_STOP):
-                        self._notify(n.payload if n.channel == self._log.channel else "")
+                        self._notify(n.payload)
             except psycopg.Error as exc:
                 if not self._stop.is_set():
                     log.warning("lost the listening connection: %s", _first_line(exc))
@@ -591,7 +591,7 @@ class _Listener:
                 conn.close()
 
     def _notify(self, queue: str | None) -> None:
-        """Fire the watches of ``queue`` ("": no queue) and of every notification; None: all."""
+        """Fire the watches of ``queue`` and those of every notification; None: all."""
         with self._lock:
             watches = list(self._watches)
         for w in watches:
