@@ -4,7 +4,9 @@ versioned schemas and ``evq migrate``, read-only queries with a time limit, and 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -150,8 +152,11 @@ def test_many_rows_are_one_statement_with_the_same_effect_as_row_by_row(url: str
     log.run_script("CREATE TABLE t (k TEXT PRIMARY KEY, n BIGINT, x DOUBLE PRECISION, s TEXT)")
     upsert = ("INSERT INTO t(k, n, x, s) VALUES (?, ?, ?, ?) "
               "ON CONFLICT(k) DO UPDATE SET n = t.n + excluded.n")
-    for sql in (upsert, "UPDATE t SET x = ?, s = ? WHERE k = ?", "DELETE FROM t WHERE k = ?"):
-        assert _bulk(sql) is not None, sql
+    for sql, rows in ((upsert, [("a", 1, 0.5, "s"), ("b", 2, None, None)]),
+                      ("UPDATE t SET x = ?, s = ? WHERE k = ?", [(1.0, "s", "a"), (2.0, "", "b")]),
+                      ("DELETE FROM t WHERE k = ?", [("a",), ("a",)])):
+        bulk = _bulk(sql)
+        assert bulk is not None and bulk.param(rows) is not None, sql  # sent as one statement
     assert _bulk("UPDATE t SET n = n + ? WHERE k = ?") is None  # not a plain column = ?
 
     def table() -> list[tuple]:
@@ -176,10 +181,25 @@ def test_a_claim_does_not_wait_for_the_disk_and_an_outcome_does(url: str) -> Non
     """A claim commits with ``synchronous_commit`` off (its loss in a crash of the server is
     the loss of a worker: the job runs again); every other write waits for the WAL's fsync,
     which also makes every earlier claim durable."""
+    from evq.eventlog.events import JobLeased
+
     q = evq.connect(url)
     log = q.store.log
-    for durable, expected in ((False, "off"), (True, "on")):
-        with log.transaction(durable=durable):
-            assert log.execute("SELECT current_setting('synchronous_commit')") == [(expected,)]
+
+    def setting() -> str:
+        return str(log.execute("SELECT current_setting('synchronous_commit')")[0][0])
+
+    seen: list[str] = []
+
+    def lease(row: Any) -> list[JobLeased]:  # runs inside the claim's transaction
+        seen.append(setting())
+        return [JobLeased(job_id=row.id, ts=now, worker="w", attempt=1, lease_expires=now + 30)]
+
+    q.dispatch(Noop())
+    now = time.time()
+    assert len(q.store.claim(["default"], now, 1, lease)) == 1
+    with log.transaction():  # an outcome's, a dispatch's
+        seen.append(setting())
+    assert seen == ["off", "on"]
     assert log.read_rows("SELECT current_setting('synchronous_commit')") == [("on",)]
     q.close()
