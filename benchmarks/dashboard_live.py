@@ -28,6 +28,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import evq
 
@@ -53,7 +54,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def dashboard(url: str) -> Iterator[tuple[object, str]]:
+def dashboard(url: str) -> Iterator[tuple[Any, str]]:
     """``evq dashboard`` on ``url``, and a chromium page on its overview (the live stream open)."""
     from playwright.sync_api import sync_playwright
 
@@ -89,14 +90,14 @@ def live_update(url: str, samples: int, gap: float) -> list[float]:
     delays = []
     try:
         with dashboard(url) as (page, _):
-            page.evaluate(WATCH)  # type: ignore[attr-defined]
+            page.evaluate(WATCH)
             for i in range(samples):
                 time.sleep(gap)
                 q.dispatch(Noop(n=i))
                 committed = time.time()
-                page.wait_for_function(  # type: ignore[attr-defined]
+                page.wait_for_function(
                     f"() => window.changes.some(t => t >= {committed})", timeout=10_000)
-                seen = page.evaluate(  # type: ignore[attr-defined]
+                seen = page.evaluate(
                     f"() => window.changes.find(t => t >= {committed})")
                 delays.append(seen - committed)
     finally:
@@ -120,16 +121,21 @@ def main() -> None:
         print(f"live update ({args.store}, {len(delays)} dispatches): "
               f"p50 {statistics.median(delays) * 1000:.0f} ms, "
               f"max {delays[-1] * 1000:.0f} ms")
-        plain, watched = [], []
+        plain: list[float] = []
+        watched: list[float] = []
         for i in range(args.repeat):
             for label, figures in (("plain", plain), ("watched", watched)):
                 case = Path(tmp) / f"{label}{i}"
                 case.mkdir()
                 url = store(case, "drain")
                 evq.connect(url).close()  # made first, so that the dashboard can open it
+
+                def made(_tmp: Path, _name: str, url: str = url) -> str:
+                    return url
+
                 with dashboard(url) if figures is watched else nullcontext():
                     time.sleep(SETTLE)
-                    figures.append(drain(args.jobs, 1, case, lambda _t, _n, u=url: u)["1 worker"])
+                    figures.append(drain(args.jobs, 1, case, made)["1 worker"])
         a, b = statistics.median(plain), statistics.median(watched)
         print(f"drain, 1 worker ({args.store}, {args.jobs} jobs, median of {args.repeat}): "
               f"{a:,.0f} jobs/s alone, {b:,.0f} jobs/s with the overview open "
