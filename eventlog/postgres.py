@@ -43,7 +43,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from .codec import encode
 from .errors import ConfigError, EvqError, StoreBusy, StoreError, StoreFull, StoreMissing
+from .events import Event, JobDispatched
 from .sqllog import EVENTS_DDL, SCHEMA_VERSION, SqlLog, query_failed, query_refused, query_stopped
 
 try:
@@ -94,6 +96,21 @@ _UPDATE = re.compile(r"UPDATE (\w+) SET ((?:\w+ = \?, )*\w+ = \?) WHERE (\w+) = 
 _DELETE = re.compile(r"DELETE FROM (\w+) WHERE ((?:\w+ = \? AND )*\w+ = \?)")
 _CONFLICT = re.compile(r"ON CONFLICT\s*\(([\w, ]+)\)\s*DO UPDATE", re.S)
 _json = msgspec.json.Encoder()
+# The position before the first event of a deferred append (:meth:`PostgresLog.append_placed`),
+# set in its transaction by the server, after the append lock.
+BASE = "current_setting('evq.base')::bigint"
+_SET_BASE = "SELECT set_config('evq.base', coalesce(max(seq), 0)::text, true) FROM events"
+_INSERT_PLACED = (
+    # a new job's JobDispatched (job_id null) takes its position as its job id, in the body too:
+    # its JSON is sent without its last field's value, "job_id":0} (job_id comes last)
+    f"INSERT INTO events(seq, ts, type, job_id, queue, body) SELECT x.seq + {BASE}, x.ts, "
+    f"x.type, coalesce(x.job_id, x.seq + {BASE}), x.queue, "
+    f"coalesce(x.body, x.head || (x.seq + {BASE}) || '}}') "
+    "FROM json_to_recordset(%s::json) AS x(seq bigint, ts double precision, type text, "
+    "job_id bigint, queue text, body text, head text)")
+_EventRow = msgspec.defstruct("EventRow", ["seq", "ts", "type", "job_id", "queue", "body",
+                                           "head"])
+_NEW_JOB_TAIL = '"job_id":0}'
 _BINARY = (bytes, bytearray, memoryview)  # JSON would carry them as base64 text
 
 
@@ -125,24 +142,30 @@ class _Bulk:
 
 
 @lru_cache(maxsize=256)
-def _bulk(sql: str) -> _Bulk | None:
+def _bulk(sql: str, shift: tuple[str, ...] = ()) -> _Bulk | None:
     """The one-statement form of an INSERT ... VALUES (?, ...), UPDATE ... SET c = ?, ... WHERE
-    k = ?, or DELETE ... WHERE c = ? AND ... written for one row (None for other statements).
-    Row by row, each row costs a round of the protocol and of the executor: ~20 us of the
-    client's CPU and ~15 us of the server's here; in one statement, ~5 and ~7."""
+    k = ?, or DELETE ... WHERE c = ? AND ... written for one row (None for other statements);
+    the columns ``shift`` take their values counted from the base of a deferred append
+    (:data:`BASE`). Row by row, each row costs a round of the protocol and of the executor:
+    ~20 us of the client's CPU and ~15 us of the server's here; in one statement, ~5 and ~7."""
     source = "json_populate_recordset(NULL::{}, %s::json) AS x"
+
+    def value(c: str) -> str:
+        return f"x.{c} + {BASE}" if c in shift else f"x.{c}"
+
     if m := _INSERT.fullmatch(sql.strip()):
         table, cols, tail = m[1], [c.strip() for c in m[2].split(",")], m[3]
         conflict = _CONFLICT.search(tail)
         unique = [cols.index(c.strip()) for c in conflict[1].split(",")] if conflict else []
         # WHERE true: so that ON CONFLICT is not read as the ON of a join
-        return _Bulk(f"INSERT INTO {table}({', '.join(cols)}) SELECT {', '.join(cols)} "
+        return _Bulk(f"INSERT INTO {table}({', '.join(cols)}) "
+                     f"SELECT {', '.join(map(value, cols))} "
                      f"FROM {source.format(table)} WHERE true {tail.replace('%', '%%')}",
                      cols, unique)
     if m := _UPDATE.fullmatch(sql.strip()):
         table, key = m[1], m[3]
         cols = [c.split("=")[0].strip() for c in m[2].split(",")]
-        sets = ", ".join(f"{c} = x.{c}" for c in cols)
+        sets = ", ".join(f"{c} = {value(c)}" for c in cols)
         return _Bulk(f"UPDATE {table} SET {sets} FROM {source.format(table)} "
                      f"WHERE {table}.{key} = x.{key}", [*cols, key], [len(cols)])
     if m := _DELETE.fullmatch(sql.strip()):
@@ -231,6 +254,8 @@ class PostgresLog(SqlLog):
         self._writing = False
         self._append_locked = False
         self._keys_locked: set[str] = set()
+        self._placements: list[Callable[[], None]] = []  # what runs as the transaction commits
+        self._nested = 0  # transactions joined to the one open
         self._signals: PgSignals | None = None
         with self.lock:
             self._connection()
@@ -301,11 +326,16 @@ class PostgresLog(SqlLog):
         to the server (its position, then the commit) instead of one per statement."""
         with self.lock:
             if self._in_tx:
-                yield self._conn
+                self._nested += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._nested -= 1
                 return
             conn = self._run(lambda c: c)
             self._in_tx, self._writing, self._append_locked = True, writing, False
             self._keys_locked = set()
+            self._placements = []
             self._begun()
             try:
                 with conn.pipeline() if writing and _PIPELINE else contextlib.nullcontext():
@@ -319,6 +349,8 @@ class PostgresLog(SqlLog):
                         conn.execute("SELECT pg_notify(%s, '')", (self.log_channel,))
                     conn.execute("COMMIT")
                 commit = self._commit
+                for place in self._placements:  # under the lock: their notes join this commit
+                    place()
             except BaseException as exc:
                 error = self._failed(exc) if isinstance(exc, psycopg.Error) else exc
                 if self._conn is not None and not self._conn.broken:
@@ -366,6 +398,44 @@ class PostgresLog(SqlLog):
         self._append_locked = True
         return rows
 
+    def append_placed(self, events: Sequence[Event], queues: Sequence[str | None],
+                      placed: Callable[[int], None]) -> int | str:
+        """As :meth:`SqlLog.append_placed`, deferred: the append lock, the base (read after the
+        lock, in a statement of its own: each statement sees what committed before it began)
+        and the events are sent at once, positions counted from the base by the server; the
+        base comes back with the commit (at once inside a transaction joined to another, whose
+        code may need the positions before it commits). Returns :data:`BASE`."""
+        rows = []
+        for i, (e, q) in enumerate(zip(events, queues, strict=True), 1):
+            if type(e) is JobDispatched:
+                if e.job_id:
+                    raise ValueError("a JobDispatched appended here takes its position as its "
+                                     f"job id: job_id {e.job_id} given")
+                body = encode(e).decode()
+                if not body.endswith(_NEW_JOB_TAIL):
+                    raise ValueError(f"a JobDispatched encoded as {body[-40:]!r}: job_id last")
+                rows.append(_EventRow(i, e.ts, "JobDispatched", None, q, None, body[:-2]))
+            else:
+                rows.append(_EventRow(i, e.ts, e.__struct_config__.tag, e.job_id, q,
+                                      encode(e).decode(), None))
+        param = _json.encode(rows).decode()
+
+        def run(c: Any) -> Any:
+            if not self._append_locked:
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (self._append_key,))
+            base = c.execute(_SET_BASE)
+            c.execute(_INSERT_PLACED, (param,))
+            return base
+
+        base = self._run(run)
+        self._append_locked = True
+        self._commit.appended = True
+        if self._nested:
+            placed(int(base.fetchone()[0]))
+        else:
+            self._placements.append(lambda: placed(int(base.fetchone()[0])))
+        return BASE
+
     @staticmethod
     def among(column: str, values: Sequence[object]) -> tuple[str, list[object]]:
         """``= ANY(?)`` of one array: one statement text whatever the number of values (a text
@@ -385,14 +455,18 @@ class PostgresLog(SqlLog):
             return self._run(lambda c: (c.execute(statement, params), [])[1])
         return self._run(lambda c: c.execute(statement, params).fetchall())
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
-        """Many rows in one statement where :func:`_bulk` knows its form, else row by row."""
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]],
+                    shift: Sequence[str] = ()) -> None:
+        """Many rows in one statement where :func:`_bulk` knows its form, else row by row
+        (rows with ``shift`` always in one statement)."""
         rows = list(rows)
-        if len(rows) > 1 and (bulk := _bulk(sql)) is not None:
+        if (len(rows) > 1 or shift) and (bulk := _bulk(sql, tuple(shift))) is not None:
             param = bulk.param(rows)
             if param is not None:
                 self._run(lambda c: c.execute(bulk.sql, (param,)))
                 return
+        if shift:
+            raise ValueError(f"cannot shift the positions of these rows: {sql}")
         statement = _statement(sql)[0]
         if len(rows) == 1:
             self._run(lambda c: c.execute(statement, rows[0]))

@@ -274,8 +274,10 @@ class SqliteLog(SqlLog):
         """Run one statement inside :meth:`transaction`; returns the rows it gives."""
         return self.conn.execute(sql, params).fetchall()
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
-        """Run one statement for each of ``rows``, inside :meth:`transaction`."""
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]],
+                    shift: Sequence[str] = ()) -> None:
+        """Run one statement for each of ``rows``, inside :meth:`transaction` (``shift`` is
+        never given here: :meth:`append_placed` knows its base at once)."""
         self.conn.executemany(sql, rows)
 
     @staticmethod

@@ -111,12 +111,16 @@ class Commit:
     """What a write transaction said of itself, for the listeners of its commit: the queues in
     which it made work ready, whether it appended, and its notes."""
 
-    __slots__ = ("appended", "notes", "woken")
+    __slots__ = ("appended", "noted", "woken")
 
     def __init__(self) -> None:
         self.appended = False
         self.woken: set[str] = set()
-        self.notes: list[Any] = []
+        self.noted: list[list[Any]] = []  # the notes, by call of SqlLog.note
+
+    @property
+    def notes(self) -> list[Any]:
+        return [item for items in self.noted for item in items]
 
 
 class SqlLog:
@@ -156,8 +160,11 @@ class SqlLog:
         """Run one statement inside :meth:`transaction`; returns the rows it gives."""
         raise NotImplementedError
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
-        """Run one statement for each of ``rows``, inside :meth:`transaction`."""
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]],
+                    shift: Sequence[str] = ()) -> None:
+        """Run one statement for each of ``rows``, inside :meth:`transaction`. ``shift``: the
+        columns whose values count from the SQL base an :meth:`append_placed` returned (given
+        only then)."""
         raise NotImplementedError
 
     def read_rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
@@ -250,10 +257,12 @@ class SqlLog:
         """Inside a transaction: say that it makes work ready in ``queues``."""
         self._commit.woken.update(queues)
 
-    def note(self, items: Iterable[Any]) -> None:
+    def note(self, items: Iterable[Any]) -> list[Any]:
         """Inside a transaction: hand ``items`` to the listeners of its commit (dropped if it
-        rolls back)."""
-        self._commit.notes.extend(items)
+        rolls back). Returns them as a list, which a placement may still fill (its items then
+        keep this place among the notes)."""
+        self._commit.noted.append(noted := list(items))
+        return noted
 
     def _begun(self) -> None:
         self._commit = Commit()
@@ -291,6 +300,24 @@ class SqlLog:
                          "VALUES (?, ?, ?, ?, ?, ?)", rows)
         self._commit.appended = self._commit.appended or bool(rows)
         return records
+
+    def append_placed(self, events: Sequence[Event], queues: Sequence[str | None],
+                      placed: Callable[[int], None]) -> int | str:
+        """Append events whose positions the caller may learn as late as the commit: each event
+        of a job whose row it holds, or a new job's ``JobDispatched`` (``job_id`` 0), whose job
+        id is then its position. ``placed(base)`` runs once the positions are known (here at
+        once; a server's store may wait for the commit): the events took the positions
+        ``base + 1`` on, in order.
+
+        Returns the base to write with: the number, or, where only the server knows it before
+        the commit, an SQL expression of it: rows written in the same transaction then give
+        their positions counted from it, through the ``shift`` of :meth:`executemany`. (The
+        statements that use it follow this append before any other append.) A server's
+        append then needs no round trip before its writes, and its lock is held by the server
+        alone, not across the network."""
+        base = self.append(events, queues)[0].seq - 1
+        placed(base)
+        return base
 
     def read(self, *, since: int = 0, until: int | None = None, job_id: int | None = None,
              since_ts: float | None = None, until_ts: float | None = None,

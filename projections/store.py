@@ -97,16 +97,22 @@ class Store:
                 w.on_change()
         if woken and self._signals is not None:
             self._signals.announce(woken)
-        if commit.notes:
+        notes = commit.notes
+        if notes:
             for observer in list(self._observers):
-                observer(commit.notes)
+                observer(notes)
 
     def _note(self, records: Sequence[Record], *rows: Mapping[int, JobRow]) -> None:
         """For the observers: each record with its job's row (in the first of ``rows`` that
         has it)."""
         if self._observers:
-            self.log.note((r, next((m[r.event.job_id] for m in rows if r.event.job_id in m),
-                                   None)) for r in records)
+            self.log.note(self._pairs(records, *rows))
+
+    @staticmethod
+    def _pairs(records: Sequence[Record],
+               *rows: Mapping[int, JobRow]) -> list[tuple[Record, JobRow | None]]:
+        return [(r, next((m[r.event.job_id] for m in rows if r.event.job_id in m), None))
+                for r in records]
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -124,11 +130,11 @@ class Store:
         ready = None
         if held is not None and all(e.job_id in held for e in events):
             ready = _Applied(events, held)
+        elif held is None and all(_new_alone(e) for e in events):
+            ready = _Applied(events, {})
         with self.log.transaction():
             if ready is not None and ready.still_current(self.tables):
-                records = self._append_applied(events, ready)
-                ready.update(held)  # type: ignore[arg-type]
-                return records
+                return self._append_applied(ready, held)
             rows: dict[int, JobRow] = {}
             records = self._record(events, rows)
         if held is not None:
@@ -200,10 +206,8 @@ class Store:
             rows = {r.id: r for r in (*gate.held, *picked)}
             events = [*gate.holds, *(e for r in picked for e in lease(r))]
             if events:  # applied before the append lock: it is held for the writes only
-                ready = _Applied(events, rows)
-                self._append_applied(events, ready)
-                ready.update(rows)
-            return [rows.get(r.id, r) for r in picked]
+                self._append_applied(_Applied(events, rows), rows)
+        return [rows.get(r.id, r) for r in picked]  # (as placed by the commit)
 
     def settle_expired(self, now: float, settle: Decide, limit: int = 1000) -> list[JobRow]:
         """For up to ``limit`` held jobs whose lease ran out before ``now``, append the events
@@ -239,17 +243,26 @@ class Store:
             self._record([replace(tick, job_id=job_id)], rows)
             return job_id
 
-    def _append_applied(self, events: Sequence[Event], ready: _Applied) -> list[Record]:
-        """Inside a transaction: append ``events``, which ``ready`` applied to their rows
-        (locked by the caller), and write what they changed."""
-        records = self.log.append(events, ready.queues)
-        base = records[0].seq - 1
+    def _append_applied(self, ready: _Applied, held: dict[int, JobRow] | None) -> list[Record]:
+        """Inside a transaction: append the events ``ready`` applied (to the rows ``held``, locked
+        by the caller, or to none: new jobs) and write what they changed. Their positions come
+        with the commit: then the list returned holds the records, and ``held`` the rows as
+        after the events."""
+        records: list[Record] = []
+        notes = self.log.note(()) if self._observers else None  # filled in their turn
+
+        def placed(base: int) -> None:
+            records[:] = ready.place(base)
+            if held is not None:
+                ready.update(held)
+            if notes is not None:
+                notes.extend(self._pairs(records, ready.changed, ready.before))
+
+        base = self.log.append_placed(ready.events, ready.queues, placed)
         self.tables.save(ready.writes, base)
         self.tables.bump(ready.deltas)
         self.log.wake_after_commit(_woken(ready.changed, ready.before))
-        ready.place(base)
-        self._note(records, ready.changed, ready.before)
-        self._follow(records, ready.changed, ready.before, ready.deltas, {})
+        self._follow(ready.records, ready.changed, ready.before, ready.deltas, {})
         return records
 
     def _transact(self, select: Select, decide: Decide) -> list[JobRow]:
@@ -385,28 +398,48 @@ def _create_tables(log: SqlLog) -> Callable[[int], None]:
     return create
 
 
+def _new_alone(event: Event) -> bool:
+    """Whether ``event`` is a new job's dispatch that changes no row but its own and the counts
+    (no unique key, no callback, nothing to wait for): it may be applied before its position is
+    known (see :class:`_Applied`)."""
+    return (type(event) is JobDispatched and not event.job_id and event.unique_key is None
+            and event.callback_of is None and not event.after and not event.after_finished)
+
+
 class _Applied:
-    """Events applied to a caller's copies of their rows, before the write lock is taken. The
-    events' positions are not known yet: the rows' ``last_seq`` count from 0 until
-    :meth:`update`."""
+    """Events applied before their positions are known: the events of the jobs in ``held`` (a
+    worker's copies of their rows, before the write lock is taken), or, with ``held`` empty, new
+    jobs' dispatches (see :func:`_new_alone`). Until :meth:`place`, positions count from 0: the
+    records', the rows' ``last_seq`` and the new jobs' ids (their positions)."""
 
     def __init__(self, events: Sequence[Event], held: dict[int, JobRow]) -> None:
-        self.before = {e.job_id: held[e.job_id] for e in events}
-        self.queues: list[str | None] = [self.before[e.job_id].queue for e in events]
+        self.events = events
+        self.before = {e.job_id: held[e.job_id] for e in events if e.job_id}
+        self.queues: list[str | None] = [self.before[e.job_id].queue if e.job_id
+                                         else e.queue for e in events]  # type: ignore[attr-defined]
         rows = dict(self.before)
         self.deltas = Deltas()
-        records = [Record(i, e) for i, e in enumerate(events, 1)]  # type: ignore[arg-type]
-        self.changed, self.removed = _apply_all(records, rows, self.deltas)
+        self.records = [Record(i, e if e.job_id else replace(e, job_id=i))  # type: ignore[arg-type]
+                        for i, e in enumerate(events, 1)]
+        self.changed, self.removed = _apply_all(self.records, rows, self.deltas)
         self.writes = row_writes(self.changed.values(), self.removed, self.before)
 
     def still_current(self, tables: SqlTables) -> bool:
         """Whether the stored rows are still the copies these events were applied to."""
         return tables.versions(self.before) == {i: r.last_seq for i, r in self.before.items()}
 
-    def place(self, seq_base: int) -> None:
-        """The events took the positions after ``seq_base``: the changed rows say so."""
-        self.changed = {i: replace(r, last_seq=r.last_seq + seq_base)
-                        for i, r in self.changed.items()}
+    def place(self, base: int) -> list[Record]:
+        """The events took the positions after ``base``: the changed rows say so. Returns the
+        records as stored."""
+        def placed(row: JobRow) -> JobRow:
+            new = row.id not in self.before
+            return replace(row, id=row.id + base if new else row.id,
+                           last_seq=row.last_seq + base)
+
+        self.changed = {r.id: r for r in map(placed, self.changed.values())}
+        return [Record(r.seq + base, r.event if r.event.job_id in self.before
+                       else replace(r.event, job_id=r.event.job_id + base))
+                for r in self.records]
 
     def update(self, held: dict[int, JobRow]) -> None:
         """``held`` (copies of the rows) as after the events, once placed."""

@@ -224,20 +224,23 @@ class SqlTables:
                        f"{self.log.row_lock() if lock else ''}", params)
         return got
 
-    def save(self, writes: RowWrites, seq_base: int = 0) -> None:
-        """Write what :func:`row_writes` worked out; ``seq_base`` is added to every row's
-        ``last_seq`` (for rows derived before their events had positions)."""
+    def save(self, writes: RowWrites, seq_base: int | str = 0) -> None:
+        """Write what :func:`row_writes` worked out, for rows derived before their events had
+        positions: ``seq_base`` (see :meth:`SqlLog.append_placed`) is added to every row's
+        ``last_seq`` and to the id of every new row (a new job's id is its position)."""
         log = self.log
-        if seq_base:
+        shifted = isinstance(seq_base, str)  # added by the server
+        if isinstance(seq_base, int) and seq_base:
             for row in writes.inserts:
+                row[0] += seq_base
                 row[-1] += seq_base
             for values in writes.updates.values():
                 for row in values:
                     row[-2] += seq_base
         if writes.inserts:
-            log.executemany(_INSERT_JOB, writes.inserts)
+            log.executemany(_INSERT_JOB, writes.inserts, ("id", "last_seq") if shifted else ())
         for columns, values in writes.updates.items():
-            log.executemany(_update_sql(columns), values)
+            log.executemany(_update_sql(columns), values, ("last_seq",) if shifted else ())
         if writes.removed:
             log.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in writes.removed])
 

@@ -3,6 +3,8 @@ versioned schemas and ``evq migrate``, read-only queries with a time limit, and 
 
 from __future__ import annotations
 
+import itertools
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -202,4 +204,60 @@ def test_a_claim_does_not_wait_for_the_disk_and_an_outcome_does(url: str) -> Non
         seen.append(setting())
     assert seen == ["off", "on"]
     assert log.read_rows("SELECT current_setting('synchronous_commit')") == [("on",)]
+    q.close()
+
+
+def _waits(log: Any, write: Any) -> int:
+    """How many times the client waited for the server during ``write()``: the turns from
+    sending to receiving in libpq's trace of the store's connection."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn = log._conn
+        conn.pgconn.trace(trace.fileno())
+        try:
+            write()
+        finally:
+            conn.pgconn.untrace()
+        trace.seek(0)
+        sides = [line.split("\t")[1] for line in trace if line.count("\t") >= 2]
+    return sum(1 for a, b in itertools.pairwise(sides) if (a, b) == ("F", "B"))
+
+
+def test_a_dispatch_waits_for_the_server_once_and_a_claim_and_an_outcome_twice(url: str) -> None:
+    """Appends take the append lock and their positions on the server, in the round trip of
+    their writes and commit (``append_placed``): the lock is never held across the network, and
+    a dispatch waits for the server once; a claim twice (its rows, then the rest); a worker's
+    outcome twice (its rows' versions, then the rest). What the positions decide still comes
+    out right: job ids, ``last_seq``, the events' bodies, and a rebuild finds no difference."""
+    from evq.eventlog.events import JobLeased, JobStarted, JobSucceeded
+
+    q = evq.connect(url)
+    log = q.store.log
+    q.dispatch(Noop())  # the connection is made, the schema checked
+    ids: list[int] = []
+    assert _waits(log, lambda: ids.append(q.dispatch(Noop(n=1)))) == 1
+    assert _waits(log, lambda: ids.extend(q.dispatch_many([Noop(n=2), Noop(n=3)]))) == 1
+    assert ids == [2, 3, 4]
+    now = time.time()
+    held: dict[int, Any] = {}
+
+    def claim() -> None:
+        held.update((r.id, r) for r in q.store.claim(["default"], now, 2, lambda r: [JobLeased(
+            job_id=r.id, ts=now, worker="w", attempt=1, lease_expires=now + 30)]))
+
+    assert _waits(log, claim) == 2
+    assert sorted(held) == [1, 2] and all(r.state == "leased" for r in held.values())
+    events = [JobStarted(job_id=1, ts=now, attempt=1, worker="w"),
+              JobSucceeded(job_id=1, ts=now, attempt=1, duration=0.0)]
+    records: list[Any] = []
+    assert _waits(log, lambda: records.extend(q.store.append(events, held))) == 2
+    assert [r.seq for r in records] == [7, 8] and held[1].state == "succeeded"
+    assert held[1].last_seq == 8 and held[2].last_seq == 6
+    stored = log.read_rows("SELECT seq, job_id, type FROM events ORDER BY seq")
+    assert stored == [(1, 1, "JobDispatched"), (2, 2, "JobDispatched"), (3, 3, "JobDispatched"),
+                      (4, 4, "JobDispatched"), (5, 1, "JobLeased"), (6, 2, "JobLeased"),
+                      (7, 1, "JobStarted"), (8, 1, "JobSucceeded")]
+    assert [r.event.job_id for r in log.read(types=["JobDispatched"])] == [1, 2, 3, 4]
+    row2, row4 = q.store.tables.get(2), q.store.tables.get(4)
+    assert row2 is not None and row2.last_seq == 6 and row4 is not None and row4.last_seq == 4
+    assert q.store.verify() == []
     q.close()

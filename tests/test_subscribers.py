@@ -57,6 +57,23 @@ def test_hooks_see_every_step_of_a_job(queue: evq.Queue, key: str,
     assert [e.seq for e in seen] == sorted(e.seq for e in seen)
 
 
+def test_hooks_see_what_an_outcome_caused_after_the_outcome(queue: evq.Queue, key: str,
+                                                            seen: list[evq.QueueEvent]) -> None:
+    """A batch member's completion dispatches the batch's callback in the same transaction:
+    the hooks see the completion first, and every event once, in log order, on every store
+    (on PostgreSQL the outcome's positions are known only as it commits)."""
+    batch = queue.batch([Step(key=key, label="a")]).on_success(Step(key=key, label="done"))
+    batch.dispatch()
+    queue.worker(stop_when_empty=True, sleep=0.05).run()
+    member = batch.job_ids[0]
+    steps = [(e.kind, e.job_id) for e in seen if e.kind in ("completed", "dispatched")]
+    callback = next(j for kind, j in steps if kind == "dispatched" and j != member)
+    assert steps.index(("completed", member)) < steps.index(("dispatched", callback))
+    assert [e.seq for e in seen] == sorted({e.seq for e in seen})
+    stored = {r.seq: r.event.job_id for r in queue.store.log.read()}
+    assert all(stored[e.seq] == e.job_id for e in seen)
+
+
 def test_a_hook_that_raises_is_logged_and_changes_nothing(
         queue: evq.Queue, caplog: pytest.LogCaptureFixture) -> None:
     def broken(event: evq.QueueEvent) -> None:
