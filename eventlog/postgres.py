@@ -24,7 +24,8 @@ so it waits for the writers that started before it and keeps out the rest.
 Wake-ups: a transaction that makes work ready sends ``NOTIFY`` with the queue's name, delivered
 at commit; idle workers ``LISTEN`` on their own connection (:class:`PgSignals`). Any other
 transaction that appends sends one ``NOTIFY`` on a second channel, for those who follow the whole
-log (viewers, results, subscribers): a worker's wake-ups stay those of its queues.
+log (viewers, results, subscribers): a worker's wake-ups stay those of its queues. (A claim that
+only leases sends none: the starts of its jobs, written moments later, do.)
 """
 
 from __future__ import annotations
@@ -349,7 +350,7 @@ class PostgresLog(SqlLog):
                     if self._commit.woken:
                         writes.execute("SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
                                        (self.channel, sorted(self._commit.woken)))
-                    elif self._commit.appended:
+                    elif self._commit.appended and not self._commit.quiet:
                         writes.execute("SELECT pg_notify(%s, '')", (self.log_channel,))
                     writes.execute("COMMIT")
                 commit = self._commit

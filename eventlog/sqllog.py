@@ -104,17 +104,20 @@ class Signals(Protocol):
         ``arm()``, ``disarm()`` and ``close()``."""
 
     def watch_all(self, on_change: Callable[[], None]) -> Any:
-        """Call ``on_change`` soon after any commit (for viewers that follow the log)."""
+        """Call ``on_change`` soon after any commit (for viewers that follow the log), or soon
+        after the commit that follows a quiet one (:meth:`SqlLog.quiet`)."""
 
 
 class Commit:
     """What a write transaction said of itself, for the listeners of its commit: the queues in
-    which it made work ready, whether it appended, and its notes."""
+    which it made work ready, whether it appended, whether it is quiet (:meth:`SqlLog.quiet`),
+    and its notes."""
 
-    __slots__ = ("appended", "noted", "woken")
+    __slots__ = ("appended", "noted", "quiet", "woken")
 
     def __init__(self) -> None:
         self.appended = False
+        self.quiet = False
         self.woken: set[str] = set()
         self.noted: list[list[Any]] = []  # the notes, by call of SqlLog.note
 
@@ -256,6 +259,12 @@ class SqlLog:
     def wake_after_commit(self, queues: Iterable[str]) -> None:
         """Inside a transaction: say that it makes work ready in ``queues``."""
         self._commit.woken.update(queues)
+
+    def quiet(self) -> None:
+        """Inside a transaction: its commit need not wake the followers of the whole log in
+        other processes (see :meth:`Signals.watch_all`), as another commit follows at once: a
+        claim's, whose jobs' starts are written moments later."""
+        self._commit.quiet = True
 
     def note(self, items: Iterable[Any]) -> list[Any]:
         """Inside a transaction: hand ``items`` to the listeners of its commit (dropped if it

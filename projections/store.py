@@ -20,7 +20,7 @@ from msgspec.structs import replace
 from evq.eventlog import consumers
 from evq.eventlog.codec import Record
 from evq.eventlog.errors import ConfigError
-from evq.eventlog.events import Event, JobDispatched, ScheduleTicked
+from evq.eventlog.events import Event, JobDispatched, JobLeased, ScheduleTicked
 from evq.eventlog.sqlite import SqliteLog
 from evq.eventlog.sqllog import SCHEMA_VERSION, Commit, SqlLog
 
@@ -207,6 +207,8 @@ class Store:
             events = [*gate.holds, *(e for r in picked for e in lease(r))]
             if events:  # applied before the append lock: it is held for the writes only
                 self._append_applied(_Applied(events, rows), rows)
+            if all(type(e) is JobLeased for e in events):
+                self.log.quiet()  # the jobs' starts follow at once
         return [rows.get(r.id, r) for r in picked]  # (as placed by the commit)
 
     def settle_expired(self, now: float, settle: Decide, limit: int = 1000) -> list[JobRow]:

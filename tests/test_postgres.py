@@ -261,3 +261,32 @@ def test_a_dispatch_waits_for_the_server_once_and_a_claim_and_an_outcome_twice(u
     assert row2 is not None and row2.last_seq == 6 and row4 is not None and row4.last_seq == 4
     assert q.store.verify() == []
     q.close()
+
+
+def test_followers_of_the_log_are_woken_by_each_commit_but_a_lease_only_claim(url: str) -> None:
+    """A dispatch notifies its queue's readiness; a claim that only leases notifies nobody (the
+    starts of its jobs, written moments later, wake the followers); an outcome, and a claim
+    that holds a job back, notify the log's followers."""
+    from evq.eventlog.events import JobHeld, JobLeased, JobStarted
+
+    q = evq.connect(url)
+    log = q.store.log
+    listener = psycopg.connect(url.split("?")[0], autocommit=True)
+    for channel in (log.channel, log.log_channel):
+        listener.execute(f"LISTEN {channel}")
+
+    def heard() -> list[tuple[str, str]]:
+        return [(n.channel, n.payload) for n in listener.notifies(timeout=0.2)]
+
+    first, second = q.dispatch(Noop()), q.dispatch(Noop())
+    assert heard() == [(log.channel, "default")] * 2
+    now = time.time()
+    held = {r.id: r for r in q.store.claim(["default"], now, 1, lambda r: [JobLeased(
+        job_id=r.id, ts=now, worker="w", attempt=1, lease_expires=now + 30)])}
+    assert list(held) == [first] and heard() == []
+    q.store.append([JobStarted(job_id=first, ts=now, attempt=1, worker="w")], held)
+    assert heard() == [(log.log_channel, "")]
+    q.store.claim(["default"], now, 1, lambda r: [JobHeld(job_id=r.id, ts=now, run_at=now + 60)])
+    assert heard() == [(log.log_channel, "")] and q.job(second).state == "pending"
+    listener.close()
+    q.close()
