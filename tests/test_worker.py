@@ -387,3 +387,29 @@ def test_a_failure_message_with_a_nul_is_recorded_on_every_store(queue: evq.Queu
     assert (row.state, row.error) == ("failed", "before\\x00after")
     assert result(queue, good) == 2
     assert queue.store.verify() == []
+
+
+def test_a_claim_that_comes_back_short_is_not_repeated_until_a_wake_up(
+        queue: evq.Queue, second_connection: evq.Queue, worker_thread: Any) -> None:
+    """Jobs dispatched one at a time, each awaited: the worker claims each job once, and does not
+    ask again while it starts and finishes it (the claim found everything that was ready; only
+    a wake-up or a time can bring more). It used to ask twice more per job, once beside each
+    write of its outcomes."""
+    claims: list[int] = []
+    store = queue.store
+    claim = store.claim
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        got = claim(*args, **kwargs)
+        claims.append(len(got))
+        return got
+
+    store.claim = counted  # type: ignore[method-assign]
+    worker_thread(queue.worker(sleep=60))
+    wait_until(lambda: claims, what="the worker's first claim")
+    jobs = 20
+    for i in range(jobs):
+        assert second_connection.result(second_connection.dispatch(Add(a=i, b=1)),
+                                        timeout=30) == i + 1
+    assert claims.count(1) == jobs
+    assert len(claims) <= jobs * 1.5, claims

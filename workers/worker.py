@@ -11,6 +11,8 @@ nothing is ready the loop sleeps until the store changes (a watch on the databas
 commit in this process), the next delayed job is due (whenever a slot is free, even while
 other jobs run), or the fallback poll (``sleep``) comes round. Until its first job has finished
 a worker claims no more than it can start, so that workers that start together share long jobs.
+A claim that finds fewer jobs than it asked for is not repeated until the store changes or a time
+comes round, and the idle runners start what it found before this thread goes on.
 
 A stop releases the claimed jobs that have not started at once and waits ``grace`` seconds for
 the running ones: then jobs on threads are left to their leases' expiry, and process-pool jobs
@@ -69,6 +71,8 @@ PREFETCH_SECONDS = 0.05  # claim about this much work ahead of the runners (none
                          # first job has finished: until then the worker cannot tell how long
                          # jobs take, and other workers may be idle)
 CANCEL_CHECK = 0.5  # seconds between reads of the cancel requests of the jobs held here
+HANDOFF_SECONDS = 0.005  # at most this long the loop waits for idle runners to start the jobs
+                         # it claimed for them
 
 
 class MalformedRow(Exception):
@@ -131,6 +135,7 @@ class Worker:
         self._running: dict[int, _Slot] = {}
         self._outbox: list[Event] = []
         self._poked = True
+        self._drained = False  # the last claim found less than it asked for
         self._idle = False
         self._stopping = False
         self._hard_stop = False
@@ -210,23 +215,30 @@ class Worker:
                     self._release_unstarted(now)
                     if not self._running or now >= self._stop_by:
                         return
-                limit = self._claim_limit(len(self._todo) + len(self._running))
-            if limit and self._claim(limit, now):
-                continue
+                room = self._claim_limit(len(self._todo) + len(self._running))
+                # once a claim found less than it asked for, the next waits for a wake-up (a
+                # change in the store, or a time: a delayed job due, the fallback poll)
+                limit = room if self._poked or not self._drained else 0
+                if limit:
+                    self._poked = False  # this claim sees what a wake-up so far was about
+            if limit:
+                self._drained = not self._claim(limit, now)
+                if not self._drained:
+                    continue
             with self._cv:
                 idle = not self._todo and not self._running and not self._outbox
                 if idle and (self.stop_when_empty or self._quota_used() or self._stopping):
                     return
-                if busy or self._outbox or (self._poked and limit):
-                    self._poked = False
+                if busy or self._outbox or (self._poked and room):
                     continue
                 if idle:  # copy the WAL back while nothing else is to do, so that it stays small
                     self.store.log.checkpoint("PASSIVE")
                 self._idle = idle
-                if self._watcher and limit:  # a change in the store may bring work
+                if self._watcher and room:  # a change in the store may bring work
                     self._watcher.arm()  # (pokes at once if a change came while disarmed)
-                if not (self._poked and limit):
-                    self._cv.wait(self._wait_time(now, idle, limit > 0))
+                if not (self._poked and room) and not self._cv.wait(
+                        self._wait_time(now, idle, room > 0)):
+                    self._drained = False  # woken by the clock
                 self._idle = False
             if self._watcher:
                 self._watcher.disarm()
@@ -275,8 +287,11 @@ class Worker:
     # -- claiming ------------------------------------------------------------------------------
 
     def _claim(self, limit: int, now: float) -> bool:
+        """Claim up to ``limit`` jobs; returns False if the store had fewer ready (the next
+        claim then waits for a wake-up), True if more may be ready."""
         if self._write_failures and self._outbox:
-            return False  # outcomes first: new claims would take the space they need
+            return True  # outcomes first (new claims would take the space they need): the
+            # queue is not known to be empty
         lease_until = now + self.lease
 
         def lease(row: JobRow) -> list[Event]:
@@ -301,9 +316,17 @@ class Worker:
             self.claimed += len(rows)
             for r in rows:
                 self._leases[r.id] = r.lease_expires or lease_until
+            idle_runners = self.concurrency - len(self._running) - len(self._todo)
             self._todo.extend(rows)
             self._cv.notify_all()
-        return True
+            if idle_runners > 0:  # let them start their jobs before this thread goes on: until
+                # it blocks it holds the interpreter, and they would wait for it
+                starts = len(self._running) + min(idle_runners, len(rows))
+                self._cv.wait_for(lambda: len(self._running) >= starts or self._stopping,
+                                  HANDOFF_SECONDS)
+        # fewer than asked: nothing more was ready, so the next claim waits for a wake-up (or
+        # for room after an outcome) instead of asking again at once while the jobs start
+        return len(picked) >= limit
 
     def _reject(self, row: JobRow, now: float, problem: str) -> list[Event]:
         """The events that fail a malformed row's job at once, as it is claimed (or none, if
@@ -455,8 +478,7 @@ class Worker:
                 return None
             row = self._todo.popleft()
             slot = self._running[row.id] = _Slot(row, time.time(), Control(row, self._report))
-            if not self._outbox:
-                self._cv.notify_all()
+            self._cv.notify_all()  # the loop waits for the start (see _claim), or for events
             self._outbox.append(JobStarted(job_id=row.id, ts=slot.started, attempt=row.attempt,
                                            worker=self.name))
             return slot
