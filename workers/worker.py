@@ -136,6 +136,8 @@ class Worker:
         self._outbox: list[Event] = []
         self._poked = True
         self._drained = False  # the last claim found less than it asked for
+        self._handing_off = False  # the loop waits for idle runners to start what it claimed
+        self._starts = 0  # jobs taken by runners so far
         self._idle = False
         self._stopping = False
         self._hard_stop = False
@@ -321,9 +323,11 @@ class Worker:
             self._cv.notify_all()
             if idle_runners > 0:  # let them start their jobs before this thread goes on: until
                 # it blocks it holds the interpreter, and they would wait for it
-                starts = len(self._running) + min(idle_runners, len(rows))
-                self._cv.wait_for(lambda: len(self._running) >= starts or self._stopping,
+                starts = self._starts + min(idle_runners, len(rows))
+                self._handing_off = True
+                self._cv.wait_for(lambda: self._starts >= starts or self._stopping,
                                   HANDOFF_SECONDS)
+                self._handing_off = False
         # fewer than asked: nothing more was ready, so the next claim waits for a wake-up (or
         # for room after an outcome) instead of asking again at once while the jobs start
         return len(picked) >= limit
@@ -478,7 +482,9 @@ class Worker:
                 return None
             row = self._todo.popleft()
             slot = self._running[row.id] = _Slot(row, time.time(), Control(row, self._report))
-            self._cv.notify_all()  # the loop waits for the start (see _claim), or for events
+            self._starts += 1
+            if self._handing_off or not self._outbox:  # (the loop waits for the start, or
+                self._cv.notify_all()  # for the first of the events it writes in a group)
             self._outbox.append(JobStarted(job_id=row.id, ts=slot.started, attempt=row.attempt,
                                            worker=self.name))
             return slot
