@@ -238,6 +238,8 @@ class PostgresLog(SqlLog):
     """An append-only log of events in PostgreSQL, on one connection guarded by a lock (as the
     SQLite log), reconnected after the server was lost."""
 
+    remote = True
+
     def __init__(self, url: str, *, create: bool = True) -> None:
         if psycopg is None:
             raise ConfigError("postgresql:// stores need psycopg: pip install 'evq[postgres]'")

@@ -130,6 +130,7 @@ class SqlLog:
     """The log's rules on top of a store's statements and transactions (see the module)."""
 
     memory = False  # an in-memory database: one process, nothing shared
+    remote = False  # a server's database: each write waits a round trip of the network
     name = ""  # what messages call the store (a file's path, a server's URL without password)
 
     def __init__(self) -> None:

@@ -173,11 +173,19 @@ class Store:
     # -- named operations: each one transaction that picks jobs and appends events for them ----
 
     def claim(self, queues: Sequence[str], now: float, limit: int, lease: Decide,
-              names: Sequence[str] | None = None) -> list[JobRow]:
+              names: Sequence[str] | None = None,
+              decided: Callable[[list[JobRow]], None] | None = None) -> list[JobRow]:
         """Lease up to ``limit`` jobs of ``queues`` that are ready at ``now`` (an earlier queue
         first; within a queue by priority, then dispatch order), of the job types ``names``
         only if given: ``lease`` gives each picked row's events (its ``JobLeased``). Jobs over
         their limits are held back (see :mod:`.limits`). Returns the rows as leased.
+
+        ``decided``: called with the rows as leased, for a worker to start their jobs: once
+        committed; on a store whose writes wait for a server (:attr:`SqlLog.remote`), as soon
+        as the events are decided, before they are written, with the rows locked (their
+        positions not known yet), so that the write's round trip is not on the way to the
+        start. If that write fails, no lease was taken: such a job's outcome comes out stale,
+        and the job runs again (at least once, as after a crash).
 
         The claim's commit is not durable (see :meth:`SqlLog.transaction`): a crash of the
         store's server may undo it, which is what a crash of the worker does (the job runs again
@@ -206,10 +214,17 @@ class Store:
             rows = {r.id: r for r in (*gate.held, *picked)}
             events = [*gate.holds, *(e for r in picked for e in lease(r))]
             if events:  # applied before the append lock: it is held for the writes only
-                self._append_applied(_Applied(events, rows), rows)
+                ready = _Applied(events, rows)
+                if decided is not None and self.log.remote:
+                    decided([ready.changed.get(r.id, r) for r in picked])
+                    decided = None
+                self._append_applied(ready, rows)
             if all(type(e) is JobLeased for e in events):
                 self.log.quiet()  # the jobs' starts follow at once
-        return [rows.get(r.id, r) for r in picked]  # (as placed by the commit)
+        leased = [rows.get(r.id, r) for r in picked]  # (as placed by the commit)
+        if decided is not None and leased:
+            decided(leased)
+        return leased
 
     def settle_expired(self, now: float, settle: Decide, limit: int = 1000) -> list[JobRow]:
         """For up to ``limit`` held jobs whose lease ran out before ``now``, append the events

@@ -340,6 +340,28 @@ def test_claim_leases_with_the_next_attempt(queue: evq.Queue) -> None:
     assert claim(queue, now=now + 1) == []  # a leased job is not claimable
 
 
+def test_a_claim_hands_out_its_rows_as_leased_before_its_write_only_on_a_server(
+        queue: evq.Queue, second_connection: evq.Queue) -> None:
+    """``decided`` gets the rows as leased: on PostgreSQL before the claim's write (another
+    connection still sees the job pending; a worker starts it meanwhile), elsewhere once the
+    lease is committed. The claim returns the same jobs either way."""
+    job = queue.dispatch(Noop())
+    seen: list[tuple[list[tuple[int, str, int]], str]] = []
+
+    def decided(rows: list[evq.JobRow]) -> None:
+        stored = second_connection.job(job).state if queue.store.shared else "unseen"
+        seen.append(([(r.id, r.state, r.attempt) for r in rows], stored))
+
+    now = time.time()
+    got = queue.store.claim(["default"], now, 10, lambda r: [JobLeased(
+        job_id=r.id, ts=now, worker="w", attempt=r.attempt + 1, lease_expires=now + 30)],
+        decided=decided)
+    assert [(r.id, r.state, r.attempt) for r in got] == [(job, "leased", 1)]
+    expected = {"postgresql": "pending", "sqlite": "leased"}.get(queue.url.split(":")[0], "unseen")
+    assert seen == [([(job, "leased", 1)], expected)]
+    assert queue.job(job).state == "leased"
+
+
 def test_two_claimers_never_get_the_same_job(queue: evq.Queue) -> None:
     ids = set(queue.dispatch_many([Noop(n=i) for i in range(200)]))
     if not queue.store.shared:  # one in-memory store: claimers can only take turns

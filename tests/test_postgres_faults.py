@@ -402,3 +402,41 @@ def test_kill_9_of_a_random_worker_every_second(postgres_url: str,
     replay_verify(url)
     print(f"\nkill -9 every second: {len(ids)} jobs (EVQ_FAULT_JOBS), 4 workers, {kills} kills, "
           f"{expired} leases expired, 0 duplicates, {took:.1f}s")
+
+
+# -- a claim's write lost after its job started ---------------------------------------------------
+
+
+def test_a_claim_lost_after_its_job_started_runs_the_job_again(postgres_url: str) -> None:
+    """On PostgreSQL a worker starts a job as soon as its lease is decided, while the lease is
+    being written. The connection is cut right then (its server process terminated): the lease
+    never commits, the run that started without it reports stale outcomes, which change nothing,
+    and the job runs again under a lease, once; the projections replay clean."""
+    from jobs import Add
+
+    with contextlib.closing(evq.connect(postgres_url)) as q:
+        job = q.dispatch(Add(a=1, b=2))
+        log = q.store.log
+        claim = q.store.claim
+        cut: list[int] = []
+
+        def cutting(queues: Any, now: float, limit: int, lease: Any, names: Any = None,
+                    decided: Any = None) -> Any:
+            def lease_then_cut(row: Any) -> Any:
+                if not cut:
+                    cut.append(log._conn.info.backend_pid)
+                    with contextlib.closing(evq.connect(postgres_url)) as other:
+                        other.store.log.execute("SELECT pg_terminate_backend(?)", (cut[0],))
+                return lease(row)
+
+            return claim(queues, now, limit, lease_then_cut, names, decided)
+
+        q.store.claim = cutting  # type: ignore[method-assign]
+        done = q.worker(stop_when_empty=True, sleep=0.05).run()
+        assert cut and done == 2  # the run without a lease, and the one under it
+        rows = log_rows(postgres_url)
+        kinds = check_log(rows, [job], stale_ok=True)[job]
+        assert kinds.count("JobLeased") == 1 and kinds.count("JobSucceeded") == 2, kinds
+        leased = kinds.index("JobLeased")
+        assert kinds[leased:] == ["JobLeased", "JobStarted", "JobSucceeded"], kinds
+        assert q.job(job).state == "succeeded" and q.store.verify() == []

@@ -306,14 +306,33 @@ class Worker:
                                   lease_expires=max(lease_until, now + (row.timeout or 0) + 1))]
             return self._reject(row, now, problem)
 
-        picked = self._write(lambda: self.store.claim(self.queues, now, limit, lease,
-                                                      registry.names()), None)
+        handed: list[JobRow] = []
+
+        def start(rows: list[JobRow]) -> None:  # before the claim's write (see Store.claim)
+            handed.extend(r for r in rows if r.state == LEASED and r.worker == self.name)
+            self._hand(handed, lease_until)
+
+        def claim() -> list[JobRow]:
+            try:
+                return self.store.claim(self.queues, now, limit, lease, registry.names(), start)
+            except StoreError:
+                self._take_back(handed)  # (what started meanwhile will end stale: no lease)
+                raise
+
+        picked = self._write(claim, None)
         if picked is None:
             return True  # the store refused (locked, full): not empty; try again after a pause
         rows = [r for r in picked if r.state == LEASED and r.worker == self.name]
         if not rows:  # only malformed rows, failed here: there may be good ones behind them
             return any(r.state != PENDING for r in picked)
         self._held.update((r.id, r) for r in rows)
+        # fewer than asked: nothing more was ready, so the next claim waits for a wake-up (or
+        # for room after an outcome) instead of asking again at once while the jobs start
+        return len(picked) >= limit
+
+    def _hand(self, rows: list[JobRow], lease_until: float) -> None:
+        """Give claimed jobs to the runners, and let idle ones start theirs before this thread
+        goes on: until it blocks it holds the interpreter, and they would wait for it."""
         with self._cv:
             self.claimed += len(rows)
             for r in rows:
@@ -321,16 +340,21 @@ class Worker:
             idle_runners = self.concurrency - len(self._running) - len(self._todo)
             self._todo.extend(rows)
             self._cv.notify_all()
-            if idle_runners > 0:  # let them start their jobs before this thread goes on: until
-                # it blocks it holds the interpreter, and they would wait for it
+            if idle_runners > 0:
                 starts = self._starts + min(idle_runners, len(rows))
                 self._handing_off = True
                 self._cv.wait_for(lambda: self._starts >= starts or self._stopping,
                                   HANDOFF_SECONDS)
                 self._handing_off = False
-        # fewer than asked: nothing more was ready, so the next claim waits for a wake-up (or
-        # for room after an outcome) instead of asking again at once while the jobs start
-        return len(picked) >= limit
+
+    def _take_back(self, rows: list[JobRow]) -> None:
+        """The claim that handed out ``rows`` failed: those not started yet are dropped."""
+        with self._cv:
+            for r in rows:
+                self._leases.pop(r.id, None)
+                if r in self._todo:
+                    self._todo.remove(r)
+                    self.claimed -= 1
 
     def _reject(self, row: JobRow, now: float, problem: str) -> list[Event]:
         """The events that fail a malformed row's job at once, as it is claimed (or none, if
