@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"comma-separated scenarios to run: {','.join(suite.SCENARIOS)}")
     p.add_argument("--repeat", type=int, metavar="N",
                    help="repetitions of each figure (default 3, 1 with --quick)")
+    p.add_argument("--latency-jobs", type=int, metavar="N",
+                   help="jobs of the latency scenario (default 200, 100 with --quick; its p99 "
+                        "is the 1%% tail: more jobs make it steadier)")
     p.add_argument("--json", metavar="FILE", type=Path,
                    help="also write every figure and the machine description to FILE")
     p.add_argument("--plot", metavar="FILE", type=Path,
@@ -64,12 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     systems = names(args.only, suite.SYSTEMS, "system")
     scenarios = names(args.scenario, suite.SCENARIOS, "scenario")
-    if args.repeat is not None and args.repeat < 1:
-        sys.stderr.write("python -m benchmarks: --repeat must be at least 1\n")
-        return 2
+    for option, value in (("--repeat", args.repeat), ("--latency-jobs", args.latency_jobs)):
+        if value is not None and value < 1:
+            sys.stderr.write(f"python -m benchmarks: {option} must be at least 1\n")
+            return 2
     settings = suite.QUICK if args.quick else suite.FULL
     if args.repeat is not None:
         settings = dataclasses.replace(settings, repeat=args.repeat)
+    if args.latency_jobs is not None:
+        settings = dataclasses.replace(settings, latency_jobs=args.latency_jobs)
     plan = suite.selected(systems, scenarios)
     if not plan:
         sys.stderr.write(f"python -m benchmarks: nothing to run for {', '.join(systems)} in "

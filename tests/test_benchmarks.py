@@ -14,7 +14,7 @@ from benchmarks.procstat import percentile
 
 
 @pytest.mark.parametrize("argv", [["--only", "evq,nope"], ["--scenario", "dispatch,nope"],
-                                  ["--only", ","], ["--repeat", "0"],
+                                  ["--only", ","], ["--repeat", "0"], ["--latency-jobs", "0"],
                                   ["--only", "sqlite3", "--scenario", "replay"]])
 def test_bad_input_is_one_line_and_exit_code_2(argv: list[str], capsys: pytest.CaptureFixture[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
