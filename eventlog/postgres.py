@@ -7,7 +7,12 @@ follows "after seq N" would skip it. So an append first takes a transaction-scop
 (:meth:`PostgresLog.lock_appends`), held until its transaction commits, and only then reads
 ``max(seq)``: appends commit one at a time, in the order of their positions, and every position
 a reader sees is preceded by every smaller one. What runs before the lock (finding and locking
-the rows a transaction changes, deciding its events) still runs at once in many workers.
+the rows a transaction changes, deciding its events) still runs at once in many workers. The
+common appends (dispatches, claims, outcomes: :meth:`PostgresLog.append_placed`) do not wait for
+``max(seq)`` to come back: the lock, the read of it into a setting of the transaction (a
+statement of its own, so that it sees what committed before the lock was granted) and the
+writes, which count positions from that setting, go in one round trip with the commit. The
+append lock is then held for the server's work only, never across the network.
 
 Locks, in the one order that cannot deadlock: every write transaction starts with ``jobs`` in
 ROW EXCLUSIVE mode, then locks the rows it changes (claims and expiries ``FOR UPDATE SKIP
@@ -328,8 +333,8 @@ class PostgresLog(SqlLog):
     def _tx(self, *begin: str, writing: bool = True) -> Iterator[Any]:
         """A transaction of the statements ``begin`` and the caller's. A write transaction runs
         in pipeline mode: statements whose rows nobody reads (inserts, updates, locks, the
-        commit) are sent without waiting for their answers, so a dispatch costs two round trips
-        to the server (its position, then the commit) instead of one per statement."""
+        commit) are sent without waiting for their answers, so a dispatch costs one round trip
+        to the server (see :meth:`append_placed`) instead of one per statement."""
         with self.lock:
             if self._in_tx:
                 self._nested += 1
