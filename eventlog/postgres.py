@@ -134,17 +134,29 @@ class _Bulk:
         self.row = msgspec.defstruct("Row", list(columns))  # encodes as an object, fast
 
     def param(self, rows: Sequence[Sequence[object]]) -> str | None:
-        """The rows as the JSON parameter, or None where JSON cannot carry them as they are
-        (bytes; infinities and NaN, which JSON would make null) or ``unique`` columns repeat."""
+        """The rows as the JSON parameter, or None where JSON cannot carry them (bytes) or
+        ``unique`` columns repeat. Infinities and NaN, which JSON has no numbers for, go as the
+        strings PostgreSQL reads them from."""
+        odd = False
         for r in rows:
             for v in r:
                 t = type(v)
-                if (t is float and not math.isfinite(v)) or t in _BINARY:  # type: ignore[arg-type]
+                if t in _BINARY:
                     return None
+                odd = odd or (t is float and not math.isfinite(v))  # type: ignore[arg-type]
         if self.unique and len({tuple(r[i] for i in self.unique) for r in rows}) < len(rows):
             return None
+        if odd:
+            rows = [[_float_text(v) for v in r] for r in rows]
         row = self.row
         return _json.encode([row(*r) for r in rows]).decode()
+
+
+def _float_text(v: object) -> object:
+    """``v``, or for an infinity or NaN the text of it that PostgreSQL reads as a double."""
+    if type(v) is not float or math.isfinite(v):
+        return v
+    return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
 
 
 @lru_cache(maxsize=256)
@@ -471,7 +483,8 @@ class PostgresLog(SqlLog):
     def executemany(self, sql: str, rows: Iterable[Sequence[object]],
                     shift: Sequence[str] = ()) -> None:
         """Many rows in one statement where :func:`_bulk` knows its form, else row by row
-        (rows with ``shift`` always in one statement)."""
+        (rows with ``shift`` always in one statement: the writes of a deferred append, whose
+        forms it knows)."""
         rows = list(rows)
         if (len(rows) > 1 or shift) and (bulk := _bulk(sql, tuple(shift))) is not None:
             param = bulk.param(rows)

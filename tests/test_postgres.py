@@ -144,9 +144,9 @@ def test_messages_never_show_the_password(url: str) -> None:
 
 def test_many_rows_are_one_statement_with_the_same_effect_as_row_by_row(url: str) -> None:
     """``executemany`` sends the rows of an insert, an upsert, an update and a delete as one
-    statement (a JSON array read by ``json_populate_recordset``), and falls back to row by row
-    where JSON cannot carry them (an infinity) or an upsert's key repeats; the tables end up as
-    if each row had been written alone."""
+    statement (a JSON array read by ``json_populate_recordset``; an infinity as its text), and
+    falls back to row by row where an upsert's key repeats; the tables end up as if each row had
+    been written alone."""
     from evq.eventlog.postgres import _bulk
 
     q = evq.connect(url)
@@ -159,6 +159,8 @@ def test_many_rows_are_one_statement_with_the_same_effect_as_row_by_row(url: str
                       ("DELETE FROM t WHERE k = ?", [("a",), ("a",)])):
         bulk = _bulk(sql)
         assert bulk is not None and bulk.param(rows) is not None, sql  # sent as one statement
+    inf = _bulk(upsert)
+    assert inf is not None and inf.param([("d", 1, float("inf"), "")]) is not None  # as text
     assert _bulk("UPDATE t SET n = n + ? WHERE k = ?") is None  # not a plain column = ?
 
     def table() -> list[tuple]:
@@ -169,7 +171,7 @@ def test_many_rows_are_one_statement_with_the_same_effect_as_row_by_row(url: str
         log.executemany(upsert, [("a", 1, 0.1, text), ("b", 2, None, None), ("c", 3, 1e300, ""),
                                  ("f", 0, 0.0, "gone")])
         log.executemany(upsert, [("a", 10, 0.0, "kept"), ("c", 30, 0.0, "kept")])
-        log.executemany(upsert, [("d", 1, float("inf"), "inf"), ("e", 1, 2.5, "e")])  # falls back
+        log.executemany(upsert, [("d", 1, float("inf"), "inf"), ("e", 1, 2.5, "e")])
         log.executemany(upsert, [("e", 1, 0.0, ""), ("e", 1, 0.0, "")])  # a key twice: falls back
         log.executemany("UPDATE t SET x = ?, s = ? WHERE k = ?",
                         [(-1.5, "b2", "b"), (7.0, None, "c")])
@@ -289,4 +291,23 @@ def test_followers_of_the_log_are_woken_by_each_commit_but_a_lease_only_claim(ur
     q.store.claim(["default"], now, 1, lambda r: [JobHeld(job_id=r.id, ts=now, run_at=now + 60)])
     assert heard() == [(log.log_channel, "")] and q.job(second).state == "pending"
     listener.close()
+    q.close()
+
+
+def test_a_claim_of_a_job_with_an_infinite_timeout_writes_its_infinite_lease(url: str) -> None:
+    """A ``jobs`` row given an infinite timeout by another program is not malformed (a double);
+    its lease runs out never, and the claim's write (whose positions the server counts: it has
+    no row-by-row form) carries the infinity. It used to fail with a ValueError, which took the
+    worker down."""
+    from evq.eventlog.events import JobLeased
+
+    q = evq.connect(url)
+    job = q.dispatch(Noop())
+    sql(url, f"UPDATE jobs SET timeout = 'Infinity' WHERE id = {job}")
+    now = time.time()
+    [row] = q.store.claim(["default"], now, 1, lambda r: [JobLeased(
+        job_id=r.id, ts=now, worker="w", attempt=1,
+        lease_expires=max(now + 30, now + (r.timeout or 0) + 1))])
+    assert row.lease_expires == float("inf") and q.job(job).lease_expires == float("inf")
+    assert q.store.tables.versions([job]) == {job: row.last_seq}
     q.close()
