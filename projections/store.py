@@ -213,16 +213,16 @@ class Store:
                     break
             rows = {r.id: r for r in (*gate.held, *picked)}
             events = [*gate.holds, *(e for r in picked for e in lease(r))]
+            early = decided if self.log.remote else None  # before the write, or after it
             if events:  # applied before the append lock: it is held for the writes only
                 ready = _Applied(events, rows)
-                if decided is not None and self.log.remote:
-                    decided([ready.changed.get(r.id, r) for r in picked])
-                    decided = None
+                if early is not None:
+                    early([ready.changed.get(r.id, r) for r in picked])
                 self._append_applied(ready, rows)
-            if all(type(e) is JobLeased for e in events):
-                self.log.quiet()  # the jobs' starts follow at once
+                if all(type(e) is JobLeased for e in events):
+                    self.log.quiet()  # the jobs' starts follow at once
         leased = [rows.get(r.id, r) for r in picked]  # (as placed by the commit)
-        if decided is not None and leased:
+        if decided is not None and early is None and leased:
             decided(leased)
         return leased
 

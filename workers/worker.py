@@ -308,9 +308,10 @@ class Worker:
 
         handed: list[JobRow] = []
 
-        def start(rows: list[JobRow]) -> None:  # before the claim's write (see Store.claim)
+        def start(rows: list[JobRow]) -> None:  # maybe before the claim's write: Store.claim
             handed.extend(r for r in rows if r.state == LEASED and r.worker == self.name)
-            self._hand(handed, lease_until)
+            if handed:
+                self._hand(handed, lease_until)
 
         def claim() -> list[JobRow]:
             try:
